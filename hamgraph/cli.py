@@ -1,0 +1,104 @@
+"""The `hamgraph` command. The only place that turns typed errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hamgraph import __version__
+from hamgraph.errors import HamgraphError, UserInputError
+
+EXIT_USAGE = 2  # bad input: config, names, values, missing files
+EXIT_FAILURE = 1  # anything else hamgraph reports on purpose
+
+log = logging.getLogger("hamgraph")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hamgraph",
+        description="Benchmark GNNs with Adam, HAM and nHAM: grids, sweeps and paper tables.",
+    )
+    parser.add_argument("--version", action="version", version=f"hamgraph {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train every run of a YAML grid (resumes by default)")
+    run.add_argument("config", type=Path, help="grid YAML, e.g. configs/quickstart.yaml")
+    run.add_argument("--out", type=Path, help="result dir (default: results/<name>/)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    run.add_argument(
+        "--fresh", action="store_true", help="start over; old results are moved aside, not deleted"
+    )
+
+    datasets = sub.add_parser("datasets", help="list every registered dataset")
+    datasets.add_argument("names", nargs="*", help="only these datasets")
+
+    report = sub.add_parser("report", help="tables (CSV / LaTeX / Markdown), plots, report.html")
+    report.add_argument("paths", nargs="+", type=Path, help="result or sweep output dirs")
+    report.add_argument("--format", default="csv,latex,md", help="comma list of csv,latex,md")
+    report.add_argument("--out", type=Path, help="output dir (default: <first path>/report/)")
+
+    sweep = sub.add_parser("sweep", help="Optuna sweep over HAM's alpha and beta (resumable)")
+    sweep.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
+    sweep.add_argument("--storage", help="Optuna RDB URL or journal:PATH (default: under --out)")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--trials", type=int, help="stop after this many trials (per study)")
+    sweep.add_argument("--out", type=Path, help="output dir (default: results/<sweep name>/)")
+    sweep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from hamgraph.grid import run_grid
+
+        return run_grid(args.config, out=args.out, device=args.device, fresh=args.fresh)
+    if args.command == "datasets":
+        from hamgraph.data.catalog import print_datasets
+
+        return print_datasets(args.names)
+    if args.command == "report":
+        from hamgraph.report import write_report
+
+        formats = [f.strip() for f in args.format.split(",") if f.strip()]
+        return write_report(args.paths, formats=formats, out=args.out)
+    if args.command == "sweep":
+        from hamgraph.sweep import run_sweep
+
+        return run_sweep(
+            args.sweep_file,
+            storage=args.storage,
+            workers=args.workers,
+            trials=args.trials,
+            out=args.out,
+            device=args.device,
+        )
+    raise AssertionError(args.command)  # argparse only accepts the commands above
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args)
+    except UserInputError as exc:
+        print(f"hamgraph: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HamgraphError as exc:
+        print(f"hamgraph: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("hamgraph: interrupted; finished results are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

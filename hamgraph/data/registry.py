@@ -1,0 +1,127 @@
+"""The one table of dataset facts: task, metric, split protocol, run count, family.
+
+Loaders live in `hamgraph.data.node` / `hamgraph.data.ogbg`; they look facts up here, so
+nothing about a dataset is decided by a string test elsewhere. `resolve_dataset` is the only
+way a user-facing dataset name becomes a `DatasetInfo`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from hamgraph.errors import UnknownNameError
+
+Task = Literal["node", "graph"]
+Metric = Literal["accuracy", "rocauc", "ap", "f1"]
+Family = Literal["homophilic", "heterophilic", "graph"]
+SplitProtocol = Literal[
+    "per-class-20/500/1000",  # 20 train nodes per class, 500 val, 1000 test; one seeded split
+    "random-60/20/20",  # one fixed seeded random split
+    "wikics-20",  # PyG's 20 WikiCS splits; val = val_mask | stopping_mask
+    "fixed-10",  # the 10 fixed splits shipped with the data (heterophilous, filtered npz)
+    "ogb-official",  # the split shipped by OGB
+]
+
+SPLIT_SEED = 0  # the seed of every generated split ("one split, seeded, reused by all runs")
+
+
+@dataclass(frozen=True)
+class CsbmOptions:
+    """A contextual stochastic block model (synthetic; generated, never downloaded)."""
+
+    homophily: float = 0.8  # expected edge homophily in [0, 1]
+    nodes: int = 1000
+    classes: int = 2
+    features: int = 32
+    avg_degree: float = 10.0
+    signal: float = 1.0  # distance between class means in units of the feature noise
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the registry name users write in YAML
+    display: str  # the name shown in tables
+    task: Task
+    metric: Metric
+    split: SplitProtocol
+    runs: int  # the protocol's number of runs; run i uses split i % number_of_splits
+    family: Family
+    row_normalize: bool = False  # feature preprocessing of the protocol
+    csbm: CsbmOptions | None = None  # set only for synthetic CSBM datasets
+
+
+def _node(name, display, metric, split, runs, family, row_normalize=False) -> DatasetInfo:
+    return DatasetInfo(name, display, "node", metric, split, runs, family, row_normalize)
+
+
+def _graph(name, display, metric, runs) -> DatasetInfo:
+    return DatasetInfo(name, display, "graph", metric, "ogb-official", runs, "graph")
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        # homophilic (REFERENCE §2)
+        _node("cora", "Cora", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+        _node("citeseer", "CiteSeer", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+        _node("pubmed", "PubMed", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+        _node("wikics", "WikiCS", "accuracy", "wikics-20", 3, "homophilic"),
+        _node("coauthor-cs", "Coauthor-CS", "accuracy", "random-60/20/20", 3, "homophilic", True),
+        _node("coauthor-physics", "Coauthor-Physics", "accuracy", "random-60/20/20", 3,
+              "homophilic", True),
+        _node("amazon-computer", "Amazon-Computer", "accuracy", "random-60/20/20", 3,
+              "homophilic", True),
+        _node("amazon-photo", "Amazon-Photo", "accuracy", "random-60/20/20", 3, "homophilic", True),
+        _node("ogbn-arxiv", "ogbn-arxiv", "accuracy", "ogb-official", 5, "homophilic"),
+        # heterophilic
+        _node("amazon-ratings", "Amazon-Ratings", "accuracy", "fixed-10", 3, "heterophilic"),
+        _node("squirrel", "Squirrel", "accuracy", "fixed-10", 10, "heterophilic"),
+        _node("chameleon", "Chameleon", "accuracy", "fixed-10", 10, "heterophilic"),
+        _node("minesweeper", "Minesweeper", "rocauc", "fixed-10", 3, "heterophilic"),
+        _node("roman-empire", "Roman-Empire", "accuracy", "fixed-10", 3, "heterophilic"),
+        _node("tolokers", "Tolokers", "rocauc", "fixed-10", 3, "heterophilic"),
+        _node("questions", "Questions", "rocauc", "fixed-10", 3, "heterophilic"),
+        # graph classification (REFERENCE §3): runs = seeds 0, 1 (code2: 0)
+        _graph("ogbg-molhiv", "ogbg-molhiv", "rocauc", 2),
+        _graph("ogbg-molpcba", "ogbg-molpcba", "ap", 2),
+        _graph("ogbg-ppa", "ogbg-ppa", "accuracy", 2),
+        _graph("ogbg-code2", "ogbg-code2", "f1", 1),
+    ]
+}
+
+_CSBM_NAME = re.compile(r"^csbm(?:-h(?P<h>[0-9]*\.?[0-9]+))?(?:-n(?P<n>[0-9]+))?$")
+
+
+def resolve_dataset(name: str) -> DatasetInfo:
+    """Registry name (or `csbm`, `csbm-h0.2`, `csbm-h0.2-n5000`) -> DatasetInfo.
+
+    Raises UnknownNameError listing the valid names.
+    """
+    key = str(name).strip().lower()
+    if key in DATASETS:
+        return DATASETS[key]
+    match = _CSBM_NAME.match(key)
+    if match:
+        options = CsbmOptions()
+        if match["h"] is not None:
+            options = replace(options, homophily=float(match["h"]))
+        if match["n"] is not None:
+            options = replace(options, nodes=int(match["n"]))
+        if not 0.0 <= options.homophily <= 1.0 or options.nodes < 10 * options.classes:
+            raise UnknownNameError(
+                f"dataset {name!r}: CSBM needs 0 <= h <= 1 and n >= {10 * options.classes}"
+            )
+        return DatasetInfo(
+            name=key,
+            display=f"CSBM (h={options.homophily:g})",
+            task="node",
+            metric="accuracy",
+            split="random-60/20/20",
+            runs=3,
+            family="homophilic" if options.homophily >= 0.5 else "heterophilic",
+            csbm=options,
+        )
+    choices = ", ".join([*DATASETS, "csbm", "csbm-h<0..1>[-n<nodes>]"])
+    raise UnknownNameError(f"unknown dataset {name!r}; valid names: {choices}")

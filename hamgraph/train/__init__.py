@@ -1,0 +1,46 @@
+"""Training: one RunSpec in, one RunResult out. Node runs are full batch, graph runs mini-batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from hamgraph.data.paths import DataPaths
+from hamgraph.data.registry import resolve_dataset
+from hamgraph.errors import UserInputError
+from hamgraph.specs import RunResult, RunSpec
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA when present, else the CPU; anything else must be a valid torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserInputError(f"--device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def execute(
+    spec: RunSpec,
+    paths: DataPaths,
+    device: torch.device,
+    checkpoint_dir: Path | None = None,
+) -> RunResult:
+    """Train one run. A diverging run comes back as a failed RunResult, not as an exception.
+
+    `checkpoint_dir` (graph runs): where the per-epoch checkpoint of this run lives, so an
+    interrupted run continues from its last finished epoch.
+    """
+    info = resolve_dataset(spec.dataset)
+    if info.task == "node":
+        from hamgraph.train.node import train_node_run
+
+        return train_node_run(spec, info, paths, device)
+    from hamgraph.train.graph import train_graph_run
+
+    return train_graph_run(spec, info, paths, device, checkpoint_dir)
