@@ -1,0 +1,99 @@
+"""Split builders: sizes, disjointness, determinism (own generator, not the global RNG)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hamgraph.data.splits import (
+    NodeSplit,
+    index_split,
+    mask_splits,
+    per_class_split,
+    random_split,
+    wikics_splits,
+)
+
+
+def _disjoint(split: NodeSplit, n: int) -> None:
+    split.check(n)
+    sets = [set(split.train.tolist()), set(split.val.tolist()), set(split.test.tolist())]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_per_class_split_sizes_and_determinism() -> None:
+    y = torch.arange(3000) % 6
+    a = per_class_split(y, 6, seed=0)
+    torch.manual_seed(123)  # the global RNG must not matter
+    b = per_class_split(y, 6, seed=0)
+    c = per_class_split(y, 6, seed=1)
+    assert (a.train.numel(), a.val.numel(), a.test.numel()) == (120, 500, 1000)
+    assert torch.equal(torch.bincount(y[a.train]), torch.full((6,), 20))
+    _disjoint(a, 3000)
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip((a.train, a.val, a.test), (b.train, b.val, b.test), strict=True)
+    )
+    assert not torch.equal(a.train, c.train)
+
+
+def test_per_class_split_needs_enough_nodes() -> None:
+    with pytest.raises(ValueError, match="500"):
+        per_class_split(torch.arange(100) % 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"), [(10, (6, 2, 2)), (101, (60, 20, 21)), (2485, (1491, 497, 497))]
+)
+def test_random_60_20_20_sizes_and_determinism(n: int, sizes: tuple[int, int, int]) -> None:
+    a = random_split(n, seed=0)
+    assert (a.train.numel(), a.val.numel(), a.test.numel()) == sizes
+    _disjoint(a, n)
+    assert sum(sizes) == n
+    b = random_split(n, seed=0)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
+    if n > 10:
+        assert not torch.equal(a.train, random_split(n, seed=1).train)
+
+
+def test_mask_splits_fixed_10() -> None:
+    n = 40
+    g = torch.Generator().manual_seed(0)
+    train, val, test = (torch.zeros(n, 10, dtype=torch.bool) for _ in range(3))
+    for i in range(10):
+        perm = torch.randperm(n, generator=g)
+        train[perm[:20], i], val[perm[20:30], i], test[perm[30:], i] = True, True, True
+    splits = mask_splits(train, val, test)
+    assert len(splits) == 10
+    for i, s in enumerate(splits):
+        _disjoint(s, n)
+        assert torch.equal(s.train, train[:, i].nonzero().view(-1))
+        assert (s.train.numel(), s.val.numel(), s.test.numel()) == (20, 10, 10)
+
+
+def test_wikics_val_includes_stopping_mask() -> None:
+    n = 30
+    train = torch.zeros(n, 20, dtype=torch.bool)
+    val = torch.zeros(n, 20, dtype=torch.bool)
+    stop = torch.zeros(n, 20, dtype=torch.bool)
+    test = torch.zeros(n, dtype=torch.bool)
+    train[:5], val[5:10], stop[10:15], test[20:] = True, True, True, True
+    train[0, 3] = False  # splits differ
+    splits = wikics_splits(train, val, stop, test)
+    assert len(splits) == 20
+    assert splits[0].val.tolist() == list(range(5, 15))
+    assert splits[0].test.tolist() == list(range(20, 30))  # one test mask shared by all splits
+    assert splits[3].train.tolist() == [1, 2, 3, 4]
+    for s in splits:
+        _disjoint(s, n)
+
+
+def test_index_split_and_overlap_check() -> None:
+    s = index_split(
+        {"train": torch.tensor([3, 1]), "valid": torch.tensor([0]), "test": torch.tensor([[2]])}
+    )
+    assert s.train.tolist() == [1, 3] and s.test.tolist() == [2]
+    with pytest.raises(ValueError, match="overlap"):
+        NodeSplit(torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([2])).check(3)
+    with pytest.raises(ValueError, match="range"):
+        NodeSplit(torch.tensor([0]), torch.tensor([1]), torch.tensor([5])).check(3)
