@@ -54,7 +54,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from hamgraph.data.registry import DatasetInfo, resolve_dataset
-from hamgraph.errors import UnknownNameError, UserInputError
+from hamgraph.errors import HamgraphError, UnknownNameError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -216,44 +216,17 @@ def _registry_order() -> dict[str, int]:
 
 
 def _stats_text(name: str) -> str:
-    """#nodes / #edges (or #graphs) from the stats cache of `hamgraph datasets`, if it exists.
+    """#nodes / #edges from the stats cache of `hamgraph datasets`, or "". Never loads a dataset."""
+    from hamgraph.data import catalog
 
-    Never loads a dataset: only `hamgraph.data.catalog.cached_stats(name) -> dict | None` is asked
-    (a cache-only lookup; keys nodes, edges_undirected or edges, graphs). Without it: "".
-    """
     try:
-        from hamgraph.data import catalog
-    except ImportError:
-        return ""
-    lookup = getattr(catalog, "cached_stats", None)
-    if lookup is None:
-        return ""
-    try:
-        stats = lookup(name)
-    except Exception as exc:  # a broken cache must not stop the report
+        stats = catalog.cached_stats(name)
+    except HamgraphError as exc:  # e.g. a name the registry does not know
         log.debug("report: no stats for %s: %s", name, exc)
         return ""
-    if not stats:
+    if not stats or not stats.get("nodes") or not stats.get("edges_undirected"):
         return ""
-
-    def get(*names: str) -> Any:
-        for n in names:
-            value = stats.get(n) if isinstance(stats, dict) else getattr(stats, n, None)
-            if value is not None:
-                return value
-        return None
-
-    graphs = get("graphs", "num_graphs")
-    nodes = get("nodes", "num_nodes")
-    edges = get("edges_undirected", "edges", "num_edges")
-    try:
-        if graphs:
-            return f"{int(graphs):,} graphs"
-        if nodes and edges:
-            return f"{int(nodes):,} nodes / {int(edges):,} edges"
-    except (TypeError, ValueError):
-        return ""
-    return ""
+    return f"{int(stats['nodes']):,} nodes / {int(stats['edges_undirected']):,} edges"
 
 
 def dataset_facts(frame: pd.DataFrame) -> dict[str, DatasetFacts]:

@@ -339,8 +339,11 @@ def test_dataset_stats_in_header_when_cached(
 ) -> None:
     from hamgraph.data import catalog
 
-    stats = {"cora": {"nodes": 2708, "edges_undirected": 5278}}
-    monkeypatch.setattr(catalog, "cached_stats", stats.get, raising=False)
+    # what `hamgraph datasets` caches for cora (the real values); citeseer is not cached
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HAMGRAPH_DATA", str(cache))
+    cora = {"nodes": 2708, "edges_undirected": 5278}
+    catalog._write_stats(cache / catalog.STATS_FILE, {"cora": cora})
     rows = cell_rows("cora", "gcn", "adam", [0.8], [0.8])
     rows += cell_rows("citeseer", "gcn", "adam", [0.7], [0.7])
     root = write_results(tmp_path / "res", rows, histories=False)

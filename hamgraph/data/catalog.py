@@ -77,6 +77,12 @@ def _write_stats(path: Path, stats: dict[str, dict]) -> None:
         raise
 
 
+def cached_stats(name: str, paths: DataPaths | None = None) -> dict | None:
+    """The statistics `hamgraph datasets` cached for `name`, or None. Never loads a dataset."""
+    paths = paths or data_paths_from_env()
+    return _read_stats(paths.cache / STATS_FILE).get(resolve_dataset(name).name)
+
+
 def node_stats(info: DatasetInfo, paths: DataPaths) -> dict[str, float | int]:
     """Sizes and homophily of a node dataset after the protocol's preparation (loads it)."""
     data = load_node_dataset(info, paths)
