@@ -6,10 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from hamgraph.data.paths import CACHE_ENV, MIRROR_ENV, DataPaths
 
 REPO = Path(__file__).resolve().parents[1]
+
+# pytest-xdist runs one worker per core; more torch threads than cores oversubscribes the CPU
+# (one Adam step measured 100x slower here). Subprocesses inherit OMP_NUM_THREADS.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
