@@ -1,0 +1,108 @@
+"""`hamgraph sweep` survives kill -9: rerunning the command finishes every cell exactly once.
+
+Own file so that `pytest -n 2 --dist loadfile` runs it beside the other sweep tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hamgraph import sweep as sw
+
+TINY = "csbm-h0.8-n200"
+
+
+def write_sweep(tmp_path: Path, body: str, name: str = "t") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(body)
+    return path
+
+
+def grid_body(name: str, alpha: str = "[200, -10]", beta: str = "[0, 0.1]", epochs: int = 5,
+              baseline: bool = True) -> str:
+    return f"""
+name: {name}
+datasets: [{TINY}]
+models: [gcn]
+epochs: {epochs}
+runs: 1
+search:
+  kind: grid
+  alpha: {alpha}
+  beta: {beta}
+  include_baseline: {str(baseline).lower()}
+"""
+
+
+def trials_of(path: Path, storage: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    sweep = sw.load_sweep(path)
+    url = storage or sw.storage_url(None, Path(path).parent / "out")
+    study = optuna.load_study(
+        study_name=sw.study_name(sweep, TINY, "gcn"), storage=sw.open_storage(url)
+    )
+    return study.get_trials(deepcopy=False)
+
+
+def assert_each_cell_once(trials: list, cells: list[str]) -> None:
+    complete = Counter(t.user_attrs["cell"] for t in trials if t.state == TrialState.COMPLETE)
+    assert sorted(complete) == sorted(cells), complete
+    assert set(complete.values()) == {1}, f"a cell completed twice: {complete}"
+
+
+@pytest.mark.parametrize("backend", ["journal", "sqlite"])
+def test_resume_after_kill_9(tmp_path: Path, backend: str) -> None:
+    path = write_sweep(tmp_path, grid_body("k", alpha="[200]", beta="[0, 0.1]", epochs=20))
+    out = tmp_path / "out"
+    storage = None if backend == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "hamgraph", "sweep", str(path), "--out", str(out),
+           "--device", "cpu"] + ([] if storage is None else ["--storage", storage])
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = storage or sw.storage_url(None, out)
+    deadline = time.monotonic() + 120
+    before: list = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                trials = trials_of(path, url)
+            except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
+                continue  # the study is not created yet
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING
+                       and "cell" in t.user_attrs]
+            if done and running:
+                proc.send_signal(signal.SIGKILL)
+                before = done
+                break
+    finally:
+        if proc.poll() is None and not before:
+            proc.kill()
+        proc.wait()
+    assert before, f"never saw a COMPLETE and a RUNNING trial; stderr: {proc.stderr.read()!r}"
+    assert proc.returncode == -signal.SIGKILL
+    assert any(t.state == TrialState.RUNNING for t in trials_of(path, url))
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=os.environ.copy(), capture_output=True,
+                           text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    trials = trials_of(path, url)
+    assert_each_cell_once(trials, ["adam", "a=200,b=0", "a=200,b=0.1"])
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    stale = [t for t in trials if t.user_attrs.get("outcome") == "stale"]
+    assert len(stale) >= 1 and all(t.state == TrialState.FAIL for t in stale)
+    after = {t.number: t for t in trials}
+    for t in before:  # finished trials are untouched
+        same = after[t.number]
+        assert (same.state, same.value, same.params, same.datetime_complete) == (
+            t.state, t.value, t.params, t.datetime_complete)
