@@ -1,0 +1,376 @@
+"""Mini-batch graph classification with GCN+ (REFERENCE §3): one RunSpec in, one RunResult out.
+
+AdamW (or HAM on AdamW), cosine schedule with linear warmup stepped per epoch, gradient
+clipping, evaluation with the OGB Evaluator every epoch, test metric at the first epoch with
+the best validation metric.
+
+Checkpoints: with a `checkpoint_dir`, the state after every epoch (model, optimizer incl. HAM,
+scheduler, RNG states, history, best-val tracker) is written atomically to
+`<checkpoint_dir>/checkpoint.pt`; a new call for the same spec resumes after the last finished
+epoch and ends with exactly the numbers an uninterrupted run gives (on the CPU). The training
+order of epoch e is drawn from a generator seeded by (seed, e), so it does not depend on where
+a run was resumed. The checkpoint is deleted when the run returns its RunResult (ok or failed):
+from then on the result store's record is the source of truth. Known limit: two processes
+training the same spec into the same checkpoint_dir overwrite each other's checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
+
+from hamgraph.data.ogbg import GraphDataset, load_graph_dataset
+from hamgraph.data.paths import DataPaths
+from hamgraph.data.registry import DatasetInfo
+from hamgraph.errors import UserInputError
+from hamgraph.models.gcnplus import build_graph_model
+from hamgraph.optim import build_optimizer, ham_target_params
+from hamgraph.specs import EpochStats, GraphParams, RunResult, RunSpec
+from hamgraph.train.common import BestTracker, WeightDiagnostics, divergence_reason, seed_everything
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Checkpointer", "NullCheckpointer", "train_graph_run", "warmup_cosine"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# --------------------------------------------------------------------------------------------
+# Schedule, losses, evaluation
+
+
+def warmup_cosine(warmup_epochs: int, epochs: int):
+    """LR factor of 0-based epoch e: linear warmup, then cosine decay to 0 (GraphGPS / GNN+).
+
+    As in GraphGPS' `cosine_with_warmup`: e / warmup (at least 1e-6) during warmup, then
+    0.5 * (1 + cos(pi * (e - warmup) / (epochs - warmup))).
+    """
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return max(1e-6, epoch / max(1, warmup_epochs))
+        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return factor
+
+
+def _loss(data: GraphDataset, out: Tensor, batch: Any) -> Tensor:
+    """Mean training loss of a batch (no host sync)."""
+    if data.kind == "mol":  # multi-task binary, NaN = unlabeled (molpcba)
+        y = batch.y.view(out.shape).to(out.dtype)
+        labeled = ~torch.isnan(y)
+        losses = F.binary_cross_entropy_with_logits(out, torch.nan_to_num(y), reduction="none")
+        return (losses * labeled).sum() / labeled.sum().clamp(min=1)
+    if data.kind == "ppa":
+        return F.cross_entropy(out, batch.y.view(-1))
+    # code2: mean cross-entropy over the 5 predicted tokens
+    return F.cross_entropy(out.reshape(-1, out.size(-1)), batch.y_arr.view(-1))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: DataLoader, data: GraphDataset, evaluator: Any, device: torch.device
+) -> float:
+    """The OGB Evaluator's metric on one split; NaN when it is undefined (e.g. one class)."""
+    model.eval()
+    preds: list[Tensor] = []
+    trues: list[Tensor] = []
+    refs: list[list[str]] = []
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        out = model(batch)
+        if data.kind == "mol":
+            preds.append(out.float())
+            trues.append(batch.y.view(out.shape))
+        elif data.kind == "ppa":
+            preds.append(out.argmax(dim=-1, keepdim=True))
+            trues.append(batch.y.view(-1, 1))
+        else:
+            preds.append(out.argmax(dim=-1))
+            refs.extend(batch.y)
+    pred = torch.cat(preds).cpu()  # one transfer per split
+    if data.kind == "code2":
+        assert data.vocab is not None
+        inputs = {"seq_ref": refs, "seq_pred": [data.vocab.decode(row) for row in pred]}
+    else:
+        inputs = {"y_true": torch.cat(trues).cpu(), "y_pred": pred}
+    try:
+        return float(evaluator.eval(inputs)[data.eval_metric])
+    except RuntimeError as exc:  # OGB: "No positively labeled data available..."
+        log.warning("%s: metric undefined on this split: %s", data.name, exc)
+        return math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class NullCheckpointer:
+    """No checkpoint directory: nothing is saved, nothing is resumed."""
+
+    def load(self) -> dict[str, Any] | None:
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+class Checkpointer:
+    """`<directory>/checkpoint.pt`, written atomically (temp file + os.replace)."""
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.path = Path(directory) / CHECKPOINT_FILE
+        self.key = key
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key:
+            log.warning("ignoring %s: it belongs to run %s", self.path, state.get("key"))
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            torch.save({**state, "key": self.key}, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        # numpy's state as plain values, so the checkpoint loads with weights_only=True
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: a function of (seed, epoch) only."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    data: GraphDataset,
+    optimizer: Optimizer,
+    grad_clip: float,
+    device: torch.device,
+    bar: Any,
+) -> Tensor:
+    """One pass over the training graphs; returns the graph-weighted mean loss (on device)."""
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    graphs = 0
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = _loss(data, model(batch), batch)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        total += loss.detach().double() * batch.num_graphs  # no host sync per step
+        graphs += batch.num_graphs
+        bar.update(1)
+    return total / max(graphs, 1)
+
+
+def train_graph_run(
+    spec: RunSpec,
+    info: DatasetInfo,
+    paths: DataPaths,
+    device: torch.device,
+    checkpoint_dir: Path | None = None,
+) -> RunResult:
+    """Train GCN+ on an OGB graph dataset; resume from `checkpoint_dir` when it holds a state.
+
+    A run whose training loss becomes NaN / inf comes back as a failed RunResult with a reason.
+    """
+    params = spec.params
+    if not isinstance(params, GraphParams):
+        raise UserInputError(
+            f"run {spec.key()}: dataset {spec.dataset!r} needs GraphParams, "
+            f"got {type(params).__name__}"
+        )
+    started = time.perf_counter()
+
+    # --- data, model, optimizer, schedule (seeded, so the initial weights are the run's own)
+    seed_everything(spec.seed)
+    data = load_graph_dataset(info, paths, rwse_steps=params.rwse_steps)
+    model = build_graph_model(params, data).to(device)
+    optimizer = build_optimizer(
+        model, base="adamw", lr=params.lr, weight_decay=params.weight_decay, ham=spec.ham
+    )
+    scheduler = LambdaLR(optimizer, warmup_cosine(params.warmup_epochs, params.epochs))
+    evaluator = data.evaluator()
+    tracker = BestTracker("cpu")
+    history: list[EpochStats] = []
+    seconds_before = 0.0
+
+    # --- resume from the last finished epoch, if a checkpoint is there
+    checkpointer = (
+        NullCheckpointer() if checkpoint_dir is None else Checkpointer(checkpoint_dir, spec.key())
+    )
+    state = checkpointer.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        tracker.val, tracker.test, tracker.epoch = (
+            state["best"][k] for k in ("val", "test", "epoch")
+        )
+        history = [EpochStats(**row) for row in state["history"]]
+        seconds_before = float(state["seconds"])
+        _set_rng_state(state["rng"])
+        log.info("%s: resuming after epoch %d", spec.key(), len(history))
+    diagnostics = WeightDiagnostics(ham_target_params(model))  # signs as of the last epoch
+
+    pin = device.type == "cuda"
+    loader_args = {
+        "batch_size": params.batch_size,
+        "num_workers": params.num_workers,
+        "pin_memory": pin,
+        "persistent_workers": params.num_workers > 0,
+    }
+    # every loader has its own generator, so loading never consumes the global RNG (dropout)
+    shuffle = torch.Generator()
+    train_loader = DataLoader(data.train, shuffle=True, generator=shuffle, **loader_args)
+    val_loader = DataLoader(
+        data.val, shuffle=False, generator=torch.Generator().manual_seed(0), **loader_args
+    )
+    test_loader = DataLoader(
+        data.test, shuffle=False, generator=torch.Generator().manual_seed(0), **loader_args
+    )
+
+    def result(status: str, reason: str = "") -> RunResult:
+        val, test, best_epoch = tracker.result()
+        return RunResult(
+            spec=spec,
+            metric=info.metric,
+            status=status,  # type: ignore[arg-type]
+            val=val,
+            test=test,
+            best_epoch=best_epoch,
+            epochs=len(history),
+            seconds=seconds_before + time.perf_counter() - started,
+            reason=reason,
+            history=list(history),
+        )
+
+    # --- epochs
+    epochs = tqdm(
+        range(len(history) + 1, params.epochs + 1),
+        desc=spec.key(),
+        unit="epoch",
+        disable=None,
+        leave=False,
+    )
+    for epoch in epochs:
+        shuffle.manual_seed(_epoch_seed(spec.seed, epoch))  # the loader draws from it
+        lr = float(optimizer.param_groups[0]["lr"])
+        with tqdm(
+            total=len(train_loader), desc=f"epoch {epoch}", unit="batch", disable=None, leave=False
+        ) as bar:
+            loss_t = _train_epoch(
+                model, train_loader, data, optimizer, params.grad_clip, device, bar
+            )
+        flips_t, mean_abs_t = diagnostics.update()
+        loss = float(loss_t)  # the one sync of the training phase
+        if not math.isfinite(loss):
+            epochs.close()
+            checkpointer.clear()
+            return result("failed", divergence_reason(loss, epoch))
+
+        # evaluate every epoch; the test metric is kept for the first best-val epoch
+        val = evaluate(model, val_loader, data, evaluator, device)
+        test = evaluate(model, test_loader, data, evaluator, device)
+        tracker.update(
+            epoch, torch.tensor(val, dtype=torch.float64), torch.tensor(test, dtype=torch.float64)
+        )
+        history.append(
+            EpochStats(
+                epoch=epoch,
+                loss=loss,
+                train=math.nan,  # not evaluated on graph runs
+                val=val,
+                test=test,
+                lr=lr,
+                sign_flips=int(flips_t),
+                mean_abs_weight=float(mean_abs_t),
+            )
+        )
+        scheduler.step()
+        log.info("%s epoch %d: loss %.4f val %.4f test %.4f", spec.key(), epoch, loss, val, test)
+        epochs.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")
+
+        checkpointer.save(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best": {"val": tracker.val, "test": tracker.test, "epoch": tracker.epoch},
+                "history": [asdict(row) for row in history],
+                "seconds": seconds_before + time.perf_counter() - started,
+                "rng": _rng_state(),
+            }
+        )
+    epochs.close()
+
+    checkpointer.clear()
+    return result("ok")
