@@ -61,7 +61,8 @@ def assert_each_cell_once(trials: list, cells: list[str]) -> None:
 
 @pytest.mark.parametrize("backend", ["journal", "sqlite"])
 def test_resume_after_kill_9(tmp_path: Path, backend: str) -> None:
-    path = write_sweep(tmp_path, grid_body("k", alpha="[200]", beta="[0, 0.1]", epochs=20))
+    # 400 epochs: a trial lasts ~2 s, long enough for the 0.2 s poll to catch one RUNNING
+    path = write_sweep(tmp_path, grid_body("k", alpha="[200]", beta="[0, 0.1]", epochs=400))
     out = tmp_path / "out"
     storage = None if backend == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "hamgraph", "sweep", str(path), "--out", str(out),
