@@ -1,0 +1,62 @@
+"""Protocol presets: the default hyperparameters of every (dataset, model), and the paper's
+best HAM / nHAM settings. Every default of a run lives here (visible in YAML via overrides).
+
+    default_params(info, model)      -> NodeParams (REFERENCE §2) | GraphParams (REFERENCE §3)
+    paper_best(dataset, model, kind) -> (alpha, beta) of REFERENCE §1
+
+Graph presets live in `hamgraph.presets.graph` (imported on first use).
+"""
+
+from __future__ import annotations
+
+from hamgraph.data.registry import DatasetInfo
+from hamgraph.errors import UnknownNameError
+from hamgraph.models import resolve_model
+from hamgraph.presets.node import CSBM_PRESET, NODE_PRESETS
+from hamgraph.presets.paper_best import PAPER_BEST
+from hamgraph.specs import GraphParams, NodeParams
+
+KINDS = ("ham", "nham")
+
+
+def default_params(info: DatasetInfo, model: str) -> NodeParams | GraphParams:
+    """The protocol hyperparameters of `model` on the dataset `info`.
+
+    Raises UnknownNameError for a model that does not fit the dataset's task, or a dataset
+    without a preset (the message lists the datasets that have one).
+    """
+    model = resolve_model(model, info.task)
+    if info.task == "graph":
+        from hamgraph.presets.graph import graph_params
+
+        return graph_params(info.name)
+    if info.csbm is not None:
+        return CSBM_PRESET
+    try:
+        return NODE_PRESETS[(info.name, model)]
+    except KeyError:
+        names = sorted({dataset for dataset, _ in NODE_PRESETS})
+        raise UnknownNameError(
+            f"no preset for dataset {info.name!r} with model {model!r}; datasets with presets: "
+            f"{', '.join(names)}, csbm-*"
+        ) from None
+
+
+def paper_best(dataset: str, model: str, kind: str) -> tuple[float, float]:
+    """(alpha, beta) the HAM paper found best; kind "ham" (alpha > 0) or "nham" (alpha < 0).
+
+    Raises UnknownNameError when the paper has no entry (the message lists those it has).
+    """
+    if kind not in KINDS:
+        raise UnknownNameError(f"unknown kind {kind!r}; valid names: {', '.join(KINDS)}")
+    key = (str(dataset).strip().lower(), str(model).strip().lower(), kind)
+    if key not in PAPER_BEST:
+        have = sorted({f"{d}/{m}" for d, m, k in PAPER_BEST if k == kind})
+        raise UnknownNameError(
+            f"no paper-best {kind} setting for dataset {dataset!r} with model {model!r}; "
+            f"entries: {', '.join(have)}"
+        )
+    return PAPER_BEST[key]
+
+
+__all__ = ["CSBM_PRESET", "NODE_PRESETS", "PAPER_BEST", "default_params", "paper_best"]

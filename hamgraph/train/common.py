@@ -1,0 +1,124 @@
+"""Trainer pieces shared by the node (full-batch) and graph (mini-batch) trainers.
+
+Everything here keeps per-epoch values as device tensors; the host sees them only when a
+trainer asks (`first_nonfinite`, `epoch_stats`), a few times per run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hamgraph.specs import EpochStats
+
+# Columns of the per-epoch history buffer (one row per epoch) and their order in EpochStats.
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "loss",
+    "train",
+    "val",
+    "test",
+    "sign_flips",
+    "mean_abs_weight",
+)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). CPU runs are then deterministic."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class WeightDiagnostics:
+    """Sign flips and mean |w| of a set of parameters (the HAM targets), on the device.
+
+    A sign flip is a weight whose sign bit changed since the previous `update()` (the first
+    call compares with the weights at construction time). A weight landing on exactly 0 keeps a
+    positive sign bit. Memory: one bool per weight for the previous signs.
+    """
+
+    def __init__(self, params: Iterable[Tensor]) -> None:
+        self.params = [p for p in params]
+        self.numel = sum(p.numel() for p in self.params)
+        self._signs = [torch.signbit(p.detach()) for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> tuple[Tensor, Tensor]:
+        """(flips since the last call [int64, 0-dim], mean |w| [float32, 0-dim]); no host sync."""
+        if not self.params:
+            nan = torch.tensor(float("nan"))
+            return torch.tensor(0), nan
+        flips = []
+        for i, p in enumerate(self.params):
+            signs = torch.signbit(p)
+            flips.append((signs != self._signs[i]).sum())
+            self._signs[i] = signs
+        l1 = torch.stack(torch._foreach_norm(self.params, 1)).sum()
+        return torch.stack(flips).sum(), l1 / self.numel
+
+
+class BestTracker:
+    """The FIRST epoch with the best validation metric, tracked on the device (no sync).
+
+    `update(epoch, val, test)` keeps val/test/epoch of the first epoch whose val is strictly
+    greater than every earlier one; NaN never counts as better.
+    """
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.val = torch.tensor(-math.inf, dtype=torch.float64, device=device)
+        self.test = torch.tensor(math.nan, dtype=torch.float64, device=device)
+        self.epoch = torch.tensor(0, dtype=torch.long, device=device)  # 1-based; 0 = none yet
+
+    def update(self, epoch: int, val: Tensor, test: Tensor) -> None:
+        better = val.double() > self.val
+        self.val = torch.where(better, val.double(), self.val)
+        self.test = torch.where(better, test.double(), self.test)
+        self.epoch = torch.where(better, torch.full_like(self.epoch, epoch), self.epoch)
+
+    def result(self) -> tuple[float, float, int]:
+        """(val, test, best_epoch) on the host (one sync); NaNs and 0 if nothing was tracked."""
+        val, test, epoch = torch.stack([self.val, self.test, self.epoch.double()]).tolist()
+        if epoch == 0:
+            return math.nan, math.nan, 0
+        return val, test, int(epoch)
+
+
+def first_nonfinite(values: Tensor) -> int | None:
+    """Index of the first non-finite entry of a 1-D tensor, or None (exactly one host sync)."""
+    bad = ~torch.isfinite(values)
+    # argmax of a bool tensor returns the first True; -1 encodes "none"
+    index = torch.where(bad.any(), bad.to(torch.uint8).argmax(), -1).item()
+    return None if index < 0 else int(index)
+
+
+def divergence_reason(value: float, epoch: int) -> str:
+    """The `reason` of a diverged run, e.g. "loss became nan at epoch 12"."""
+    what = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return f"loss became {what} at epoch {epoch}"
+
+
+def epoch_stats(rows: Tensor, lrs: Sequence[float], first_epoch: int = 1) -> list[EpochStats]:
+    """History rows [n, len(HISTORY_COLUMNS)] (any device) -> EpochStats, one host transfer."""
+    values = rows.detach().double().cpu().tolist()
+    out = []
+    for offset, (row, lr) in enumerate(zip(values, lrs, strict=True)):
+        stats = dict(zip(HISTORY_COLUMNS, row, strict=True))
+        flips = stats["sign_flips"]
+        out.append(
+            EpochStats(
+                epoch=first_epoch + offset,
+                loss=stats["loss"],
+                train=stats["train"],
+                val=stats["val"],
+                test=stats["test"],
+                lr=float(lr),
+                sign_flips=int(flips) if math.isfinite(flips) else 0,
+                mean_abs_weight=stats["mean_abs_weight"],
+            )
+        )
+    return out

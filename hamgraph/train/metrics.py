@@ -1,0 +1,113 @@
+"""Evaluation metrics computed on the device, without host syncs (they return 0-dim tensors).
+
+    accuracy  multi-class:   logits [N, C], labels [N]
+    rocauc    binary:        scores [N] (e.g. softmax[:, 1]) or [N, T] multi-task with NaN labels
+    ap        binary:        same shapes as rocauc (average precision, as OGB / sklearn)
+
+Multi-task inputs ([N, T], labels NaN where missing) average over the tasks that have both a
+positive and a negative label, like OGB's Evaluator for ogbg-molhiv / ogbg-molpcba. A task (or
+a binary input) without both classes gives NaN; OGB raises there instead.
+
+ogbn-arxiv's OGB Evaluator computes plain accuracy; `accuracy` here is checked against it in the
+tests, so every node dataset keeps the device path. F1 of ogbg-code2 (sequences of tokens) is
+not a device metric: use OGB's Evaluator there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from hamgraph.errors import UnknownNameError
+
+MetricFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of rows whose argmax equals the label (NaN for zero rows)."""
+    if labels.numel() == 0:
+        return logits.new_tensor(float("nan"))
+    return (logits.argmax(dim=-1) == labels).double().mean()
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """1-based ranks of `values` (1-D), ties get their average rank. Sync-free (fixed shapes)."""
+    n = values.numel()
+    sorted_values, order = torch.sort(values)
+    new_group = torch.ones(n, dtype=torch.bool, device=values.device)
+    new_group[1:] = sorted_values[1:] != sorted_values[:-1]
+    group = torch.cumsum(new_group, 0) - 1  # group id of each sorted position
+    positions = torch.arange(1, n + 1, dtype=torch.float64, device=values.device)
+    rank_sum = torch.zeros(n, dtype=torch.float64, device=values.device)
+    count = torch.zeros(n, dtype=torch.float64, device=values.device)
+    rank_sum.scatter_add_(0, group, positions)  # integer-valued: exact, order-independent
+    count.scatter_add_(0, group, torch.ones_like(positions))
+    ranks = torch.empty(n, dtype=torch.float64, device=values.device)
+    ranks[order] = (rank_sum / count.clamp(min=1))[group]
+    return ranks
+
+
+def _binary_rocauc(scores: Tensor, labels: Tensor) -> Tensor:
+    """Mann-Whitney U / (n_pos * n_neg) with average ranks for ties; NaN without both classes."""
+    positive = labels > 0.5
+    n_pos = positive.sum().double()
+    n_neg = positive.numel() - n_pos
+    ranks = _average_ranks(scores.double())
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+
+
+def _binary_ap(scores: Tensor, labels: Tensor) -> Tensor:
+    """Average precision = sum over thresholds of (recall step) x precision, as sklearn.
+
+    Thresholds are the distinct scores; tied scores form one threshold.
+    """
+    positive = (labels > 0.5).double()
+    scores = scores.double()
+    order = torch.argsort(scores, descending=True, stable=True)
+    sorted_scores = scores[order]
+    true_pos = torch.cumsum(positive[order], 0)
+    seen = torch.arange(1, scores.numel() + 1, dtype=torch.float64, device=scores.device)
+    is_threshold = torch.ones_like(sorted_scores, dtype=torch.bool)  # last of each tie run
+    is_threshold[:-1] = sorted_scores[:-1] != sorted_scores[1:]
+    tp_at_threshold = torch.where(is_threshold, true_pos, torch.zeros_like(true_pos))
+    tp_before = torch.cummax(tp_at_threshold, 0).values  # true positives at the last threshold
+    tp_before = torch.cat([tp_before.new_zeros(1), tp_before[:-1]])
+    gain = torch.where(is_threshold, true_pos - tp_before, torch.zeros_like(true_pos))
+    return (gain * true_pos / seen).sum() / positive.sum()  # NaN without positives
+
+
+def _per_task(binary: MetricFn) -> MetricFn:
+    def metric(scores: Tensor, labels: Tensor) -> Tensor:
+        if scores.dim() == 1:
+            return binary(scores, labels)
+        # multi-task: drop the unknown (NaN) labels of each task. Boolean indexing has a
+        # data-dependent size (a sync on CUDA); multi-task metrics run once per evaluation.
+        values = []
+        for task in range(scores.size(1)):
+            known = ~torch.isnan(labels[:, task].double())
+            task_labels = labels[known, task]
+            positives = (task_labels > 0.5).sum()
+            both = (positives > 0) & (positives < task_labels.numel())
+            value = binary(scores[known, task], task_labels)
+            values.append(torch.where(both, value, torch.full_like(value, float("nan"))))
+        return torch.nanmean(torch.stack(values))
+
+    metric.__doc__ = binary.__doc__
+    return metric
+
+
+rocauc = _per_task(_binary_rocauc)
+ap = _per_task(_binary_ap)
+
+METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "rocauc": rocauc, "ap": ap}
+
+
+def resolve_metric(name: str) -> MetricFn:
+    """A metric name -> its device function. Raises UnknownNameError listing the choices."""
+    key = str(name).strip().lower()
+    if key not in METRICS:
+        raise UnknownNameError(f"unknown metric {name!r}; valid names: {', '.join(METRICS)}")
+    return METRICS[key]
