@@ -24,7 +24,9 @@ SplitProtocol = Literal[
     "ogb-official",  # the split shipped by OGB
 ]
 
-SPLIT_SEED = 0  # the seed of every generated split ("one split, seeded, reused by all runs")
+# The seed of every generated split ("one split, seeded, reused by all runs"). 123 is the seed
+# of the reference code (tunedGNN), so the cora/citeseer/pubmed split is its published split.
+SPLIT_SEED = 123
 
 
 @dataclass(frozen=True)

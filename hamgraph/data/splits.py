@@ -46,17 +46,20 @@ def per_class_split(
     seed: int = SPLIT_SEED,
 ) -> NodeSplit:
     """`per_class` random training nodes of every class, then `num_val` validation and
-    `num_test` test nodes drawn at random from the rest (the Planetoid "random" protocol)."""
+    `num_test` test nodes drawn at random from the rest (the Planetoid "random" protocol).
+
+    Draws in the order of the reference code (tunedGNN `class_rand_splits`): per class a
+    permutation of its nodes (first `per_class` train, the others kept in that order), then one
+    permutation of all kept nodes. With the reference seed this is the exact published split.
+    """
     generator = torch.Generator().manual_seed(seed)
-    train_parts = []
+    train_parts, rest_parts = [], []
     for c in range(num_classes):
         members = (y == c).nonzero().view(-1)
-        perm = torch.randperm(members.numel(), generator=generator)
-        train_parts.append(members[perm[:per_class]])
-    train = torch.cat(train_parts)
-    rest_mask = torch.ones(y.numel(), dtype=torch.bool)
-    rest_mask[train] = False
-    rest = rest_mask.nonzero().view(-1)
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        train_parts.append(members[:per_class])
+        rest_parts.append(members[per_class:])
+    train, rest = torch.cat(train_parts), torch.cat(rest_parts)
     if rest.numel() < num_val + num_test:
         raise ValueError(
             f"per-class split needs {num_val} + {num_test} nodes outside the training set, "
