@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from hamgraph.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,13 @@ def _save(fig: Any, fig_dir: Path, stem: str) -> Path:
     """Write <stem>.png and <stem>.pdf atomically; return the PNG path relative to the report."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fmt in ("png", "pdf"):
-        fd, tmp = tempfile.mkstemp(dir=fig_dir, prefix=f".{stem}.", suffix=f".{fmt}")
-        os.close(fd)
-        try:
-            kwargs: dict[str, Any] = {"format": fmt, "bbox_inches": "tight"}
-            if fmt == "png":
-                kwargs["dpi"] = 120
-            else:
-                kwargs["metadata"] = {"CreationDate": None}  # reproducible bytes
+        kwargs: dict[str, Any] = {"format": fmt, "bbox_inches": "tight"}
+        if fmt == "png":
+            kwargs["dpi"] = 120
+        else:
+            kwargs["metadata"] = {"CreationDate": None}  # reproducible bytes
+        with atomic_path(fig_dir / f"{stem}.{fmt}") as tmp:
             fig.savefig(tmp, **kwargs)
-            os.replace(tmp, fig_dir / f"{stem}.{fmt}")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return Path(fig_dir.name) / f"{stem}.png"
 
 

@@ -41,8 +41,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
@@ -53,6 +51,7 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from hamgraph.atomic import atomic_write_text
 from hamgraph.data.registry import DatasetInfo, resolve_dataset
 from hamgraph.errors import HamgraphError, UnknownNameError, UserInputError
 
@@ -838,19 +837,6 @@ def report_html(main: pd.DataFrame, figures: Sequence[Path], sources: Sequence[P
 # --------------------------------------------------------------------------------------------
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same dir + os.replace, so no half-written file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
     target = Path(out) if out is not None else Path(paths[0]) / "report"
     if target.exists() and not target.is_dir():
@@ -879,7 +865,7 @@ def write_report(paths: list[Path], formats: list[str], out: Path | None) -> int
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, text in rendered:
-        write_text_atomic(target / name, text)
+        atomic_write_text(target / name, text)
         written.append(target / name)
 
     from hamgraph.plots import write_figures
@@ -887,7 +873,7 @@ def write_report(paths: list[Path], formats: list[str], out: Path | None) -> int
     figures = write_figures(frame, main, cells, target / "figures")
     written.extend(target / f for f in figures)
     written.extend(target / f.with_suffix(".pdf") for f in figures)
-    write_text_atomic(target / "report.html", report_html(main, figures, paths))
+    atomic_write_text(target / "report.html", report_html(main, figures, paths))
     written.append(target / "report.html")
 
     n_ok = int(frame["_ok"].sum())

@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -47,6 +46,7 @@ import pandas as pd
 from filelock import FileLock
 
 from hamgraph import __version__
+from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, host_tag
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 
 RUN_COLUMNS = [
@@ -70,28 +70,7 @@ RUN_COLUMNS = [
 ]
 HISTORY_COLUMNS = [f.name for f in dataclasses.fields(EpochStats)]
 RECORD_FORMAT = 1
-_TEMP_SUFFIX = ".tmp"
 _STALE_TEMP_SECONDS = 24 * 3600  # temp files of other hosts are removed after a day
-
-
-def _temp_name(path: Path) -> Path:
-    host = socket.gethostname().replace(".", "_")
-    return path.with_name(f".{path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same dir + fsync + os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_name(path)
-    try:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _num(value: float | int) -> str:
@@ -195,7 +174,7 @@ class ResultStore:
     def write_text(self, name: str, text: str) -> Path:
         """An auxiliary file under root (e.g. the resolved config), written atomically."""
         path = self.root / name
-        atomic_write_text(path, text)
+        atomic_write_text(path, text, fsync=True)
         return path
 
     # --- reading ---
@@ -266,6 +245,7 @@ class ResultStore:
                 HISTORY_COLUMNS,
                 ({k: _num(v) for k, v in dataclasses.asdict(e).items()} for e in result.history),
             ),
+            fsync=True,
         )
         record = {
             "format": RECORD_FORMAT,
@@ -285,7 +265,7 @@ class ResultStore:
             "hamgraph_version": __version__,
         }
         text = json.dumps(_to_json(record), indent=1, allow_nan=False)
-        atomic_write_text(self.record_path(key), text + "\n")
+        atomic_write_text(self.record_path(key), text + "\n", fsync=True)
         self.sync(new={key: run_row(result)})
         self.discard_empty_checkpoint_dir(key)
 
@@ -323,7 +303,7 @@ class ResultStore:
                 rows[row["key"]] = row
             text = _csv_text(RUN_COLUMNS, rows.values())
             if text != old_text:
-                atomic_write_text(self.runs_csv, text)
+                atomic_write_text(self.runs_csv, text, fsync=True)
 
     def _rows_from_records(self, keys: Iterable[str]) -> list[dict[str, str]]:
         rows = []
@@ -338,13 +318,13 @@ class ResultStore:
         """Remove temp files of dead processes on this host (or older than a day). -> count."""
         if not self.root.is_dir():
             return 0
-        host = socket.gethostname().replace(".", "_")
+        host = host_tag()
         removed = 0
         for folder in (self.root, self.records_dir, self.history_dir):
             if not folder.is_dir():
                 continue
-            for path in folder.glob(f".*{_TEMP_SUFFIX}"):
-                parts = path.name[: -len(_TEMP_SUFFIX)].split(".")
+            for path in folder.glob(f".*{TEMP_SUFFIX}"):
+                parts = path.name[: -len(TEMP_SUFFIX)].split(".")
                 try:
                     temp_host, pid = parts[-3], int(parts[-2])
                     stale = time.time() - path.stat().st_mtime > _STALE_TEMP_SECONDS

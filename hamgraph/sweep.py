@@ -76,6 +76,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
+from hamgraph.atomic import atomic_path
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.errors import (
     ConfigError,
@@ -1017,9 +1018,8 @@ def _write_best(path: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=BEST_COLUMNS)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _pm(mean: Any, std: Any) -> str:

@@ -12,6 +12,9 @@ from hamgraph.data.paths import CACHE_ENV, MIRROR_ENV, DataPaths
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Helper modules imported by tests keep pytest's detailed assertion messages.
+pytest.register_assert_rewrite("sweep_helpers")
+
 # pytest-xdist runs one worker per core; more torch threads than cores oversubscribes the CPU
 # (one Adam step measured 100x slower here). Subprocesses inherit OMP_NUM_THREADS.
 torch.set_num_threads(1)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from hamgraph.atomic import atomic_write_text
 from hamgraph.data.homophily import adjusted_homophily, edge_homophily
 from hamgraph.data.mirror import file_sources
 from hamgraph.data.node import NODE_SOURCES, load_node_dataset
@@ -66,15 +65,8 @@ def _read_stats(path: Path) -> dict[str, dict]:
 
 
 def _write_stats(path: Path, stats: dict[str, dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": _STATS_VERSION, "datasets": stats}, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    content = {"version": _STATS_VERSION, "datasets": stats}
+    atomic_write_text(path, json.dumps(content, indent=1, sort_keys=True))
 
 
 def cached_stats(name: str, paths: DataPaths | None = None) -> dict | None:

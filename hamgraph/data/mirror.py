@@ -25,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from hamgraph.atomic import atomic_path
 from hamgraph.data.paths import CACHE_ENV, MIRROR_ENV, DataPaths
 from hamgraph.errors import ConfigError, DatasetUnavailableError
 
@@ -98,16 +99,8 @@ def unavailable_message(
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def ensure_raw_files(

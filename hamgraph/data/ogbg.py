@@ -40,6 +40,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
+from hamgraph.atomic import atomic_write_text
 from hamgraph.data.mirror import dataset_lock, ensure_raw_files, fetch_raw_files, quiet_loader
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
@@ -378,9 +379,8 @@ def _ensure_release(source: GraphSource, paths: DataPaths) -> None:
     if paths.mirror is not None and (paths.mirror / source.dir_name / RELEASE_FILE).is_file():
         ensure_raw_files(source.dir_name, [RELEASE_FILE], paths)
         return
-    tmp = target.with_name(f".{RELEASE_FILE}.tmp")
-    tmp.write_text(f"{source.ogb_name} raw files provided to hamgraph (release 1 format)\n")
-    os.replace(tmp, target)
+    marker = f"{source.ogb_name} raw files provided to hamgraph (release 1 format)\n"
+    atomic_write_text(target, marker)
 
 
 def _read_mapping_size(path: Path) -> int:

@@ -13,15 +13,14 @@ j at a time, and the diagonal entries are read off (memory O(N * block)).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from hamgraph.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +124,6 @@ def rwse_all(edge_index: Tensor, edge_slices: Tensor, node_slices: Tensor, steps
     return out
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def cached_rwse(
     path: Path, *, edge_index: Tensor, edge_slices: Tensor, node_slices: Tensor, steps: int
 ) -> Tensor:
@@ -165,5 +151,6 @@ def cached_rwse(
             log.warning("RWSE cache %s is unreadable (%s), recomputing", path, exc)
     log.info("computing RWSE (%d steps) for %d graphs", steps, fingerprint["num_graphs"])
     pe = rwse_all(edge_index, edge_slices, node_slices, steps)
-    _atomic_save({"fingerprint": fingerprint, "pe": pe}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"fingerprint": fingerprint, "pe": pe}, tmp)
     return pe

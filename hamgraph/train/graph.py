@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +34,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from hamgraph.atomic import atomic_path
 from hamgraph.data.ogbg import GraphDataset, load_graph_dataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
@@ -153,16 +152,8 @@ class Checkpointer:
         return state
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(self.path) as tmp:
             torch.save({**state, "key": self.key}, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):
