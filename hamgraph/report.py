@@ -19,9 +19,10 @@ What the tables show (REFERENCE §1):
 - † : the HAM / nHAM cell differs from the Adam baseline of the same model with p < 0.05 in a
   two-sided paired t-test (`scipy.stats.ttest_rel`) over the runs both have, matched by
   (run, seed). With fewer than `MIN_PAIRS` matched runs no test is made (a note says so).
-- * : partial results. A cell with fewer successful runs than expected (the protocol's run count
-  from the registry, or more if some other cell of the dataset has more runs) or with failed runs
-  is marked and explained in the notes ("n=3 of 5, 1 failed: ..."), never silently averaged.
+- * : partial results. A cell with fewer successful runs than expected (as many as the cell of
+  the dataset with the most runs) or with failed runs is marked and explained in the notes
+  ("n=3 of 5, 1 failed: ..."), never silently averaged. Fewer runs than the protocol's (a grid
+  that overrides `runs`) is said once per dataset and model in the notes, without a mark.
 - Missing cells are `–`.
 
 Files (in `--out`, default `<first path>/report/`): main.{csv,tex,md}, best_params.{csv,tex,md}
@@ -377,9 +378,11 @@ def build_main(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     cells = summarize_cells(frame)
     main = select_best(cells)
 
-    # Expected runs: the protocol's, or more when some cell of the dataset has more.
+    # Expected runs: as many as the cell of the dataset with the most runs (ok + failed), so a
+    # grid that deliberately overrode `runs` is not "partial"; the protocol's count is noted.
     most = cells.assign(total=cells["n"] + cells["failed"]).groupby("dataset")["total"].max()
-    main["expected"] = [max(facts[d].runs or 0, int(most[d])) for d in main["dataset"]]
+    main["expected"] = [int(most[d]) for d in main["dataset"]]
+    main["protocol_runs"] = [facts[d].runs or 0 for d in main["dataset"]]
     main["family"] = [facts[d].family for d in main["dataset"]]
     main["dataset_display"] = [facts[d].display for d in main["dataset"]]
     main["metric"] = [facts[d].metric for d in main["dataset"]]
@@ -453,6 +456,8 @@ def _note(r: Any) -> str:
                 reason = r.reasons if len(r.reasons) <= 120 else r.reasons[:117] + "..."
                 text += f" ({reason})"
         parts.append(text)
+    if r.optimizer == "adam" and r.expected < r.protocol_runs:
+        parts.append(f"{r.expected} runs per cell; the protocol has {r.protocol_runs}")
     if r.optimizer != "adam" and r.cells_skipped:
         parts.append(
             f"{r.cells_skipped} of {r.cells_searched + r.cells_skipped} (alpha, beta) cells "

@@ -328,10 +328,12 @@ def test_report_reads_what_the_result_store_writes(tmp_path: Path, no_plots: Non
     assert write_report([tmp_path / "res"], ["csv", "md"], None) == 0
     main = _main(tmp_path / "res" / "report")
     adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")
-    assert (adam["n"], adam["failed"], adam["expected"]) == (3, 1, 5)
+    assert (adam["n"], adam["failed"], adam["expected"]) == (3, 1, 4)
+    assert bool(adam["partial"]) and bool(ham["partial"])  # HAM has no run 3 at all
     assert adam["mean"] == pytest.approx(71.0) and ham["mean"] == pytest.approx(76.0)
     assert (ham["alpha"], ham["beta"]) == (200, 0.1)
     assert "1 failed (TrainingDiverged: loss is nan)" in adam["note"]
+    assert "4 runs per cell; the protocol has 5" in adam["note"]
 
 
 def test_dataset_stats_in_header_when_cached(
@@ -350,3 +352,18 @@ def test_dataset_stats_in_header_when_cached(
     assert write_report([root], ["md", "latex"], None) == 0
     md = (root / "report" / "main.md").read_text()
     assert "Cora (acc, 2,708 nodes / 5,278 edges)" in md and "CiteSeer (acc)" in md
+
+
+def test_fewer_runs_than_the_protocol_is_noted_not_marked(tmp_path: Path, no_plots: None) -> None:
+    """A grid with `runs: 2` is complete: no partial mark, but the notes name the protocol."""
+    rows = cell_rows("cora", "gcn", "adam", [0.80, 0.81], [0.79, 0.80])
+    rows += cell_rows("cora", "gcn", "ham", [0.82, 0.83], [0.81, 0.82], alpha=200, beta=0.1)
+    root = write_results(tmp_path / "res", rows, histories=False)
+    assert write_report([root], ["csv", "md"], None) == 0
+    main = _main(root / "report")
+    adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")
+    assert (adam["n"], adam["expected"]) == (2, 2) and not bool(adam["partial"])
+    assert not bool(ham["partial"])
+    md = (root / "report" / "main.md").read_text()
+    assert "Cora, GCN: 2 runs per cell; the protocol has 5" in md
+    assert "| GCN | 79.50 ± 0.71 |" in md  # no partial mark on the cell
