@@ -204,8 +204,9 @@ def expand(config: GridConfig) -> list[RunSpec]:
                 for spec in specs_for(
                     info.name, model, ham, overrides=overrides, runs=config.runs, seed=config.seed
                 ):
-                    if spec.key() not in keys:
-                        keys.add(spec.key())
+                    key = spec.key()
+                    if key not in keys:
+                        keys.add(key)
                         specs.append(spec)
     return specs
 
@@ -251,24 +252,23 @@ def execute_specs(
     from hamgraph import train
 
     finished = store.finished_keys()
-    unique = list({spec.key(): spec for spec in specs}.values())
-    todo = [spec for spec in unique if spec.key() not in finished]
+    keys = [spec.key() for spec in specs]  # hashes every setting: computed once per spec
+    unique = dict(zip(keys, specs, strict=True))
+    todo = [(key, spec) for key, spec in unique.items() if key not in finished]
     done = len(unique) - len(todo)
     if done:
         log.info("resuming: %d of %d runs already finished", done, len(unique))
     results: dict[str, RunResult] = {}
-    for spec in unique:
-        if spec.key() in finished:
-            results[spec.key()] = store.load(spec.key())
-            if not results[spec.key()].ok:
+    for key in unique:
+        if key in finished:
+            results[key] = store.load(key)
+            if not results[key].ok:
                 log.info(
-                    "kept failed run %s (delete records/%s.json or use --fresh to retry)",
-                    spec.key(),
-                    spec.key(),
+                    "kept failed run %s (delete records/%s.json or use --fresh to retry)", key, key
                 )
     unavailable: dict[str, str] = {}
     with logging_redirect_tqdm(), tqdm(total=len(todo), unit="run", disable=None) as bar:
-        for spec in todo:
+        for key, spec in todo:
             label = f"{spec.dataset} {spec.model} {optimizer_label(spec)} run {spec.run}"
             bar.set_description(label)
             start = time.perf_counter()
@@ -292,8 +292,8 @@ def execute_specs(
                     result = _failed(spec, f"error: {type(exc).__name__}: {exc}", 0.0)
                 else:
                     store.add(result)
-                store.discard_empty_checkpoint_dir(spec.key())
-            results[spec.key()] = result
+                store.discard_empty_checkpoint_dir(key)
+            results[key] = result
             if result.status == "ok":
                 log.info(
                     "%s: val %.2f test %.2f (%.1f s)",
@@ -305,7 +305,7 @@ def execute_specs(
             elif spec.dataset not in unavailable:
                 log.warning("%s: failed: %s", label, result.reason)
             bar.update(1)
-    return [results[spec.key()] for spec in specs]
+    return [results[key] for key in keys]
 
 
 # --- summary ----------------------------------------------------------------------------------
