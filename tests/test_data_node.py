@@ -66,6 +66,27 @@ def test_planetoid_per_class_split(data_paths: DataPaths) -> None:
     assert not torch.equal(split.train, torch.arange(140))
 
 
+@pytest.mark.parametrize(("name", "classes"), [("cora-public", 7), ("citeseer-public", 6)])
+def test_planetoid_public_split(data_paths: DataPaths, name: str, classes: int) -> None:
+    data = _load(name, data_paths)
+    base = _load(name.removesuffix("-public"), data_paths)
+    assert data.info.name == name and data.info.split == "planetoid-public"
+    # the same graph as the base dataset, only the split differs
+    assert torch.equal(data.x, base.x) and torch.equal(data.edge_index, base.edge_index)
+    split = data.split_for_run(0)
+    n_train = 20 * classes
+    assert (split.train.numel(), split.val.numel(), split.test.numel()) == (n_train, 500, 1000)
+    # Kipf & Welling: the first 20 * classes nodes train, the next 500 validate
+    assert torch.equal(split.train, torch.arange(n_train))
+    assert torch.equal(split.val, torch.arange(n_train, n_train + 500))
+    assert torch.equal(torch.bincount(data.y[split.train]), torch.full((classes,), 20))
+    if name == "cora-public":
+        assert torch.equal(split.test, torch.arange(1708, 2708))
+    for run in range(data.info.runs):
+        assert data.split_for_run(run) is split
+    assert not torch.equal(split.train, base.split_for_run(0).train)
+
+
 def test_fixed_10_splits_are_the_shipped_ones(data_paths: DataPaths) -> None:
     data = _load("chameleon", data_paths)
     assert data.info.runs == 10

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hamgraph.data.registry import SPLIT_SEED
+from hamgraph.data.registry import DATASETS, SPLIT_SEED, describe_split, resolve_dataset
 from hamgraph.data.splits import (
     NodeSplit,
     index_split,
     mask_splits,
     per_class_split,
+    planetoid_public_split,
     random_split,
     wikics_splits,
 )
+from hamgraph.presets import default_params, paper_best
 
 
 def _disjoint(split: NodeSplit, n: int) -> None:
@@ -128,3 +130,39 @@ def test_per_class_split_is_the_reference_split() -> None:
     assert torch.equal(ours.train, train.sort().values)
     assert torch.equal(ours.val, val.sort().values)
     assert torch.equal(ours.test, test.sort().values)
+
+
+def test_planetoid_public_split_from_masks() -> None:
+    n = 30
+    train, val, test = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
+    train[:6], val[6:16], test[20:] = True, True, True
+    s = planetoid_public_split(train, val, test)
+    assert s.train.tolist() == list(range(6))
+    assert s.val.tolist() == list(range(6, 16))
+    assert s.test.tolist() == list(range(20, 30))
+    with pytest.raises(ValueError, match="one \\[N\\] mask"):
+        planetoid_public_split(train.view(-1, 1), val, test)
+
+
+@pytest.mark.parametrize("base", ["cora", "citeseer", "pubmed"])
+def test_public_variants_share_everything_but_name_and_split(base: str) -> None:
+    info, variant = resolve_dataset(base), resolve_dataset(f"{base}-public")
+    assert variant.base == base and variant.base_name == base and info.base_name == base
+    assert variant.split == "planetoid-public" != info.split
+    assert variant.display == f"{info.display} (public)"
+    assert (variant.task, variant.metric, variant.runs, variant.family) == (
+        info.task, info.metric, info.runs, info.family,
+    )
+    assert "public" in describe_split(variant) and "random" in describe_split(info)
+    # listed right after the Planetoid bases (report order), presets and paper-best looked up
+    names = list(DATASETS)
+    assert names.index(f"{base}-public") == names.index(base) + 3
+    for model in ("gcn", "gat", "sage"):
+        assert default_params(variant, model) == default_params(info, model)
+        for kind in ("ham", "nham"):
+            assert paper_best(f"{base}-public", model, kind) == paper_best(base, model, kind)
+
+
+def test_every_split_protocol_is_described() -> None:
+    for info in DATASETS.values():
+        assert describe_split(info) != info.split, info.name

@@ -29,7 +29,7 @@ from hamgraph.data import splits as split_builders
 from hamgraph.data.csbm import generate_csbm
 from hamgraph.data.mirror import dataset_lock, fetch_raw_files, quiet_loader
 from hamgraph.data.paths import DataPaths
-from hamgraph.data.registry import SPLIT_SEED, DatasetInfo
+from hamgraph.data.registry import DATASETS, SPLIT_SEED, DatasetInfo
 from hamgraph.data.splits import NodeSplit
 from hamgraph.errors import ConfigError, UnknownNameError
 
@@ -276,6 +276,14 @@ NODE_SOURCES: dict[str, NodeSource] = {
         _ogbn_arxiv,
     ),
 }
+# variants (e.g. cora-public) read the files of their base dataset
+NODE_SOURCES.update(
+    {
+        info.name: NODE_SOURCES[info.base]
+        for info in DATASETS.values()
+        if info.base is not None and info.base in NODE_SOURCES
+    }
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +315,12 @@ def _splits(info: DatasetInfo, raw: _Raw, num_classes: int) -> list[NodeSplit]:
     if info.split == "fixed-10":
         m = raw.masks
         return split_builders.mask_splits(m["train_mask"], m["val_mask"], m["test_mask"])
+    if info.split == "planetoid-public":
+        m = raw.masks
+        if not {"train_mask", "val_mask", "test_mask"} <= m.keys():
+            raise ConfigError(f"dataset {info.name!r}: split 'planetoid-public' needs Planetoid")
+        public = split_builders.planetoid_public_split
+        return [public(m["train_mask"], m["val_mask"], m["test_mask"])]
     if info.split == "ogb-official":
         if raw.split_idx is None:
             raise ConfigError(f"dataset {info.name!r}: split 'ogb-official' needs an OGB dataset")

@@ -3,6 +3,11 @@
 Loaders live in `hamgraph.data.node` / `hamgraph.data.ogbg`; they look facts up here, so
 nothing about a dataset is decided by a string test elsewhere. `resolve_dataset` is the only
 way a user-facing dataset name becomes a `DatasetInfo`.
+
+A *variant* (e.g. `cora-public`) is the same graph as its `base` dataset under another split
+protocol: it shares the base's files, presets and paper-best settings, and differs from it only
+in its name (so a run's identity changes through the dataset name alone) and its `split`.
+`describe_split` says in words which split a dataset uses (for report notes).
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ SplitProtocol = Literal[
     "wikics-20",  # PyG's 20 WikiCS splits; val = val_mask | stopping_mask
     "fixed-10",  # the 10 fixed splits shipped with the data (heterophilous, filtered npz)
     "ogb-official",  # the split shipped by OGB
+    "planetoid-public",  # Kipf & Welling's fixed public split: 20 per class, 500 val, 1000 test
 ]
+
+SPLIT_DESCRIPTIONS: dict[str, str] = {
+    "per-class-20/500/1000": "random split: 20 training nodes per class, 500 validation, "
+    "1000 test (seeded, one split for all runs)",
+    "random-60/20/20": "random 60/20/20 split (seeded, one split for all runs)",
+    "wikics-20": "the 20 shipped WikiCS splits (validation = val + stopping masks)",
+    "fixed-10": "the 10 fixed splits shipped with the data",
+    "ogb-official": "the official OGB split",
+    "planetoid-public": "Planetoid public split (Kipf & Welling): 20 training nodes per class, "
+    "500 validation, 1000 test (fixed)",
+}
 
 # The seed of every generated split ("one split, seeded, reused by all runs"). 123 is the seed
 # of the reference code (tunedGNN), so the cora/citeseer/pubmed split is its published split.
@@ -52,23 +69,45 @@ class DatasetInfo:
     family: Family
     row_normalize: bool = False  # feature preprocessing of the protocol
     csbm: CsbmOptions | None = None  # set only for synthetic CSBM datasets
+    base: str | None = None  # set only for variants: the dataset whose files and presets they use
+
+    @property
+    def base_name(self) -> str:
+        """The dataset whose files, presets and paper-best settings this one uses."""
+        return self.base if self.base is not None else self.name
 
 
 def _node(name, display, metric, split, runs, family, row_normalize=False) -> DatasetInfo:
     return DatasetInfo(name, display, "node", metric, split, runs, family, row_normalize)
 
 
+def _public(base: DatasetInfo) -> DatasetInfo:
+    """The Planetoid public-split variant of cora / citeseer / pubmed (same runs, metric)."""
+    return replace(
+        base,
+        name=f"{base.name}-public",
+        display=f"{base.display} (public)",
+        split="planetoid-public",
+        base=base.name,
+    )
+
+
 def _graph(name, display, metric, runs) -> DatasetInfo:
     return DatasetInfo(name, display, "graph", metric, "ogb-official", runs, "graph")
 
 
+_PLANETOID = [
+    _node("cora", "Cora", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+    _node("citeseer", "CiteSeer", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+    _node("pubmed", "PubMed", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+]
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        # homophilic (REFERENCE §2)
-        _node("cora", "Cora", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
-        _node("citeseer", "CiteSeer", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
-        _node("pubmed", "PubMed", "accuracy", "per-class-20/500/1000", 5, "homophilic"),
+        # homophilic (REFERENCE §2); the public-split variants right after their bases
+        *_PLANETOID,
+        *(_public(info) for info in _PLANETOID),
         _node("wikics", "WikiCS", "accuracy", "wikics-20", 3, "homophilic"),
         _node("coauthor-cs", "Coauthor-CS", "accuracy", "random-60/20/20", 3, "homophilic", True),
         _node("coauthor-physics", "Coauthor-Physics", "accuracy", "random-60/20/20", 3,
@@ -127,3 +166,8 @@ def resolve_dataset(name: str) -> DatasetInfo:
         )
     choices = ", ".join([*DATASETS, "csbm", "csbm-h<0..1>[-n<nodes>]"])
     raise UnknownNameError(f"unknown dataset {name!r}; valid names: {choices}")
+
+
+def describe_split(info: DatasetInfo) -> str:
+    """The split protocol of `info` in words, e.g. for a report's notes."""
+    return SPLIT_DESCRIPTIONS.get(info.split, info.split)

@@ -110,6 +110,16 @@ def mask_splits(train_mask: Tensor, val_mask: Tensor, test_mask: Tensor) -> list
     ]
 
 
+def planetoid_public_split(train_mask: Tensor, val_mask: Tensor, test_mask: Tensor) -> NodeSplit:
+    """The fixed public split of Planetoid (Kipf & Welling 2017) from PyG's `split="public"`
+    masks: the first 20 nodes of every class in the file order for training (nodes 0..139 on
+    Cora), the next 500 for validation, the 1000 nodes of `test.index` for testing.
+    """
+    if any(mask.dim() != 1 for mask in (train_mask, val_mask, test_mask)):
+        raise ValueError("the Planetoid public split is one [N] mask per set")
+    return mask_splits(train_mask, val_mask, test_mask)[0]
+
+
 def wikics_splits(
     train_mask: Tensor, val_mask: Tensor, stopping_mask: Tensor, test_mask: Tensor
 ) -> list[NodeSplit]:

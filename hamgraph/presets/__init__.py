@@ -4,12 +4,14 @@ best HAM / nHAM settings. Every default of a run lives here (visible in YAML via
     default_params(info, model)      -> NodeParams (REFERENCE §2) | GraphParams (REFERENCE §3)
     paper_best(dataset, model, kind) -> (alpha, beta) of REFERENCE §1
 
-Graph presets live in `hamgraph.presets.graph` (imported on first use).
+Graph presets live in `hamgraph.presets.graph` (imported on first use). A dataset variant
+(e.g. `cora-public`) has the presets and paper-best settings of its base dataset: they are
+looked up under the base's name, never copied.
 """
 
 from __future__ import annotations
 
-from hamgraph.data.registry import DatasetInfo
+from hamgraph.data.registry import DATASETS, DatasetInfo
 from hamgraph.errors import UnknownNameError
 from hamgraph.models import resolve_model
 from hamgraph.presets.node import CSBM_PRESET, NODE_PRESETS
@@ -33,7 +35,7 @@ def default_params(info: DatasetInfo, model: str) -> NodeParams | GraphParams:
     if info.csbm is not None:
         return CSBM_PRESET
     try:
-        return NODE_PRESETS[(info.name, model)]
+        return NODE_PRESETS[(info.base_name, model)]
     except KeyError:
         names = sorted({dataset for dataset, _ in NODE_PRESETS})
         raise UnknownNameError(
@@ -49,7 +51,9 @@ def paper_best(dataset: str, model: str, kind: str) -> tuple[float, float]:
     """
     if kind not in KINDS:
         raise UnknownNameError(f"unknown kind {kind!r}; valid names: {', '.join(KINDS)}")
-    key = (str(dataset).strip().lower(), str(model).strip().lower(), kind)
+    name = str(dataset).strip().lower()
+    name = DATASETS[name].base_name if name in DATASETS else name  # variants: the base's
+    key = (name, str(model).strip().lower(), kind)
     if key not in PAPER_BEST:
         have = sorted({f"{d}/{m}" for d, m, k in PAPER_BEST if k == kind})
         raise UnknownNameError(
