@@ -58,3 +58,14 @@ def atomic_write_text(path: Path, text: str, *, fsync: bool = False) -> None:
         if fsync:
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a permission error means it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -17,6 +17,19 @@ EXIT_FAILURE = 1  # anything else hamgraph reports on purpose
 log = logging.getLogger("hamgraph")
 
 
+def _execution_options(command: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `sweep`: how runs are executed, not what they compute."""
+    command.add_argument(
+        "--pack", default="auto",
+        help="train runs that share dataset, model and params as one vectorized model: "
+        "auto (sized from free memory) | off | N runs per pack (default: auto)",
+    )
+    command.add_argument(
+        "--rerun-stale", action="store_true",
+        help="retrain finished runs that were recorded by another hamgraph version",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hamgraph",
@@ -33,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fresh", action="store_true", help="start over; old results are moved aside, not deleted"
     )
+    _execution_options(run)
 
     datasets = sub.add_parser("datasets", help="list every registered dataset")
     datasets.add_argument("names", nargs="*", help="only these datasets")
@@ -54,13 +68,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
+        from hamgraph.cells import format_summary
         from hamgraph.grid import run_grid
+        from hamgraph.runner import parse_pack
 
-        return run_grid(args.config, out=args.out, device=args.device, fresh=args.fresh)
+        outcome = run_grid(
+            args.config, out=args.out, device=args.device, fresh=args.fresh,
+            pack=parse_pack(args.pack), rerun_stale=args.rerun_stale,
+        )
+        sys.stdout.write(format_summary(outcome.summary))
+        return EXIT_FAILURE if outcome.failed else 0
     if args.command == "datasets":
-        from hamgraph.data.catalog import print_datasets
+        from hamgraph.data.catalog import format_datasets
 
-        return print_datasets(args.names)
+        sys.stdout.write(format_datasets(args.names))
+        return 0
     if args.command == "report":
         from hamgraph.report import write_report
 

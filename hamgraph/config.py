@@ -16,6 +16,9 @@ A grid file looks like this (every key but `grid` is optional)::
         - {ham: paper-best}                     # the paper's best alpha/beta per dataset x model
         - {nham: paper-best}
         - {ham: {preset: paper-best, sign_source: previous}}   # preset + HAM options
+        - {sgd: {momentum: 0.9}}                # another base optimizer, with its options
+        - {ham: {alpha: 200, beta: 0.1, base: adamw}}          # HAM on another base
+        - {base: torch.optim.RAdam}             # any torch.optim.Optimizer by dotted path
 
 Every problem is a `ConfigError` whose message is one line naming the file and the key,
 e.g. ``configs/x.yaml: grid.model[1]: unknown model 'gcm'; valid: gcn, gat, sage``.
@@ -54,6 +57,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+BaseOptionValue = float | int | bool | str | list[float | int | bool | str]
+
+
+class BaseChoice(_Strict):
+    """A base optimizer: a short name (adam, adamw, sgd) or a dotted path of a
+    `torch.optim.Optimizer` subclass, with options. YAML: `sgd` or `{sgd: {momentum: 0.9}}`.
+
+    The name and the options are checked against the optimizer class by `hamgraph.grid`.
+    """
+
+    name: str
+    options: dict[str, BaseOptionValue] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and len(value) == 1 and "name" not in value:
+            ((name, options),) = value.items()
+            return {"name": name, "options": {} if options is None else options}
+        return value
+
+    def to_yaml(self) -> Any:
+        return self.name if not self.options else {self.name: dict(self.options)}
+
+
 class HamOptions(_Strict):
     """The settings inside `{ham: ...}` / `{nham: ...}`; unset options keep HamSettings defaults."""
 
@@ -63,6 +93,7 @@ class HamOptions(_Strict):
     clamp: float | None = None
     mask_beta: bool | None = None
     sign_source: SignSource | None = None
+    base: BaseChoice | None = None  # None: the protocol's base optimizer
 
     @model_validator(mode="before")
     @classmethod
@@ -104,33 +135,44 @@ class HamOptions(_Strict):
         }
 
     def to_yaml(self) -> Any:
-        given = self.model_dump(exclude_none=True)
+        given = self.model_dump(exclude_none=True, exclude={"base"})
+        if self.base is not None:
+            given["base"] = self.base.to_yaml()
         return PAPER_BEST if given == {"preset": PAPER_BEST} else given
 
 
-_OPTIMIZER_FORMS = "adam, {ham: {alpha: A, beta: B}}, {ham: paper-best}, {nham: paper-best}"
+_OPTIMIZER_FORMS = (
+    "adam, adamw, sgd, {sgd: {momentum: 0.9}}, {base: torch.optim.RAdam}, "
+    "{ham: {alpha: A, beta: B}}, {ham: paper-best}, {nham: paper-best}"
+)
 
 
 class OptimizerEntry(_Strict):
-    """One entry of `grid.optimizer`: "adam", `{ham: ...}` or `{nham: ...}`."""
+    """One entry of `grid.optimizer`: a base optimizer alone (a baseline; `adam`,
+    `{sgd: {momentum: 0.9}}`, `{base: torch.optim.RAdam}`) or `{ham: ...}` / `{nham: ...}`
+    (whose `base:` key picks the base; default: the protocol's)."""
 
     ham: HamOptions | None = None
     nham: HamOptions | None = None
+    base: BaseChoice | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
-            if value == "adam":
-                return {}
-            raise ValueError(f"unknown optimizer {value!r}; valid: {_OPTIMIZER_FORMS}")
+            if value in ("ham", "nham"):
+                raise ValueError(f"{value} needs settings, e.g. {{{value}: paper-best}}")
+            return {"base": value}
         if isinstance(value, dict):
             if len(value) != 1:
                 raise ValueError(
-                    f"expected exactly one of ham, nham, got {sorted(map(str, value)) or 'none'}"
-                    f"; valid: {_OPTIMIZER_FORMS}"
+                    f"expected one key (ham, nham, base or a base optimizer name), got "
+                    f"{sorted(map(str, value)) or 'none'}; valid: {_OPTIMIZER_FORMS}"
                 )
-            return value
+            ((key, options),) = value.items()
+            if key in ("ham", "nham", "base"):
+                return value
+            return {"base": {key: options}}  # {sgd: {momentum: 0.9}}
         raise ValueError(
             f"expected a name or a mapping, got {type(value).__name__}; valid: {_OPTIMIZER_FORMS}"
         )
@@ -144,16 +186,26 @@ class OptimizerEntry(_Strict):
         return self
 
     @property
-    def kind(self) -> Literal["adam", "ham", "nham"]:
-        return "ham" if self.ham is not None else "nham" if self.nham is not None else "adam"
+    def kind(self) -> Literal["base", "ham", "nham"]:
+        return "ham" if self.ham is not None else "nham" if self.nham is not None else "base"
 
     @property
     def options(self) -> HamOptions | None:
+        """The HAM settings, or None for a baseline."""
         return self.ham if self.ham is not None else self.nham
+
+    @property
+    def base_choice(self) -> BaseChoice | None:
+        """The base optimizer named by the entry, or None for the protocol's."""
+        options = self.options
+        return self.base if options is None else options.base
 
     def to_yaml(self) -> Any:
         options = self.options
-        return "adam" if options is None else {self.kind: options.to_yaml()}
+        if options is not None:
+            return {self.kind: options.to_yaml()}
+        assert self.base is not None  # the schema always sets one of ham, nham, base
+        return self.base.to_yaml()
 
 
 class GridAxes(_Strict):

@@ -1,6 +1,7 @@
 """Grids: expand a validated config into RunSpecs, run the unfinished ones, summarize.
 
-    GridConfig ──► expand() ──► [RunSpec] ──► execute_specs() ──► ResultStore ──► summary_table()
+    GridConfig ──► expand() ──► [RunSpec] ──► runner.execute_specs() ──► ResultStore
+               ──► cells.summarize() (printed by the CLI)
 
 Resume is the default: a spec whose record exists in the result store is not trained again
 (see `hamgraph.store` for what "finished" means and how failed runs are treated).
@@ -12,26 +13,33 @@ import dataclasses
 import logging
 import math
 import shutil
-import sys
-import time
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hamgraph.cells import summarize
 from hamgraph.config import GridConfig, OptimizerEntry, load_config
-from hamgraph.data.paths import DataPaths, data_paths_from_env
+from hamgraph.data.paths import data_paths_from_env
 from hamgraph.data.registry import DatasetInfo, resolve_dataset
-from hamgraph.errors import DatasetUnavailableError, TrainingDiverged, UserInputError
-from hamgraph.specs import GraphParams, HamSettings, NodeParams, RunResult, RunSpec
+from hamgraph.errors import UserInputError
+from hamgraph.optim.factory import check_base_options
+from hamgraph.runner import PackSize, RunOutcome, execute_specs, stale_keys
+from hamgraph.specs import (
+    PROTOCOL_BASE,
+    GraphParams,
+    HamSettings,
+    NodeParams,
+    OptimizerSpec,
+    RunSpec,
+    normalize_options,
+)
 from hamgraph.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -101,11 +109,14 @@ def specs_for(
     overrides: dict[str, Any],
     runs: int | None = None,
     seed: int = 0,
+    base: str | None = None,
+    base_options: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
-    """The RunSpecs of one (dataset, model, optimizer): preset params + overrides, one per run.
+    """The RunSpecs of one cell: preset params + overrides, one per run.
 
     `runs` defaults to the dataset's protocol run count; run i uses seed `seed + i` (and split
-    i % number of splits). Raises UserInputError for unknown names or bad overrides.
+    i % number of splits). `base` defaults to the protocol's base optimizer. Raises
+    UserInputError for unknown names, bad overrides or a bad base optimizer / option.
     """
     from hamgraph.models import resolve_model
     from hamgraph.presets import default_params
@@ -116,8 +127,13 @@ def specs_for(
     count = info.runs if runs is None else runs
     if count < 1:
         raise UserInputError(f"runs must be >= 1, got {count}")
+    base = PROTOCOL_BASE[type(params).__name__] if base is None else base
+    check_base_options(base, base_options or {})
+    optimizer = OptimizerSpec(base, normalize_options(base_options or {}), ham)
     return [
-        RunSpec(dataset=info.name, model=model, params=params, ham=ham, run=i, seed=seed + i)
+        RunSpec(
+            dataset=info.name, model=model, params=params, optimizer=optimizer, run=i, seed=seed + i
+        )
         for i in range(count)
     ]
 
@@ -201,177 +217,22 @@ def expand(config: GridConfig) -> list[RunSpec]:
                 raise config.error(loc, f"{exc.problem} ({info.name} x {model})") from None
             for k, entry in enumerate(config.grid.optimizer):
                 ham = _ham_settings(config, k, entry, info, model)
-                for spec in specs_for(
-                    info.name, model, ham, overrides=overrides, runs=config.runs, seed=config.seed
-                ):
+                base = entry.base_choice
+                try:
+                    cell_specs = specs_for(
+                        info.name, model, ham, overrides=overrides, runs=config.runs,
+                        seed=config.seed, base=None if base is None else base.name,
+                        base_options=None if base is None else dict(base.options),
+                    )
+                except UserInputError as exc:
+                    where = "base" if entry.options is None else f"{entry.kind}.base"
+                    raise config.error(f"grid.optimizer[{k}].{where}", str(exc)) from None
+                for spec in cell_specs:
                     key = spec.key()
                     if key not in keys:
                         keys.add(key)
                         specs.append(spec)
     return specs
-
-
-# --- running ------------------------------------------------------------------------------------
-
-
-def optimizer_label(spec: RunSpec) -> str:
-    """"adam", "ham(200, 0.1)", "nham(-10, 0.01)" (+ non-default HAM options)."""
-    if spec.ham is None:
-        return "adam"
-    extra = [
-        f"{f.name}={getattr(spec.ham, f.name)}"
-        for f in dataclasses.fields(HamSettings)
-        if f.name not in ("alpha", "beta") and getattr(spec.ham, f.name) != f.default
-    ]
-    return f"{spec.ham.kind}({', '.join([f'{spec.ham.alpha:g}', f'{spec.ham.beta:g}', *extra])})"
-
-
-def _failed(spec: RunSpec, reason: str, seconds: float) -> RunResult:
-    metric = resolve_dataset(spec.dataset).metric
-    nan = float("nan")
-    return RunResult(spec, metric, "failed", nan, nan, 0, 0, seconds, reason=reason)
-
-
-def execute_specs(
-    specs: Sequence[RunSpec],
-    store: ResultStore,
-    paths: DataPaths,
-    device: torch.device,
-) -> list[RunResult]:
-    """Train the specs that have no record in `store` yet; one RunResult per spec, in order.
-
-    Finished specs (ok or failed) are loaded from the store, not trained again. A run that
-    diverges is stored as failed. A run that raises an error (dataset unavailable, out of
-    memory, a bug) is logged and NOT stored, so the next call retries it; it still gets a
-    failed RunResult in the returned list. After a DatasetUnavailableError the remaining runs
-    of that dataset are skipped. KeyboardInterrupt propagates (finished results are kept).
-
-    Several processes may run this on one store at once (sweep workers): nothing is lost, but
-    a spec that two of them start at the same time is trained twice (the last record wins).
-    """
-    from hamgraph import train
-
-    finished = store.finished_keys()
-    keys = [spec.key() for spec in specs]  # hashes every setting: computed once per spec
-    unique = dict(zip(keys, specs, strict=True))
-    todo = [(key, spec) for key, spec in unique.items() if key not in finished]
-    done = len(unique) - len(todo)
-    if done:
-        log.info("resuming: %d of %d runs already finished", done, len(unique))
-    results: dict[str, RunResult] = {}
-    for key in unique:
-        if key in finished:
-            results[key] = store.load(key)
-            if not results[key].ok:
-                log.info(
-                    "kept failed run %s (delete records/%s.json or use --fresh to retry)", key, key
-                )
-    unavailable: dict[str, str] = {}
-    with logging_redirect_tqdm(), tqdm(total=len(todo), unit="run", disable=None) as bar:
-        for key, spec in todo:
-            label = f"{spec.dataset} {spec.model} {optimizer_label(spec)} run {spec.run}"
-            bar.set_description(label)
-            start = time.perf_counter()
-            if spec.dataset in unavailable:
-                result = _failed(spec, unavailable[spec.dataset], 0.0)
-            else:
-                try:
-                    result = train.execute(
-                        spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec)
-                    )
-                except TrainingDiverged as exc:  # a result: stored as failed
-                    result = _failed(spec, f"diverged: {exc}", time.perf_counter() - start)
-                    store.add(result)
-                except DatasetUnavailableError as exc:
-                    unavailable[spec.dataset] = f"dataset unavailable: {exc}"
-                    log.error("%s: %s (its remaining runs are skipped)", label, exc)
-                    result = _failed(spec, unavailable[spec.dataset], 0.0)
-                except Exception as exc:  # not a result: logged, retried by the next run
-                    log.error("%s: error: %s: %s", label, type(exc).__name__, exc)
-                    log.debug("traceback", exc_info=True)
-                    result = _failed(spec, f"error: {type(exc).__name__}: {exc}", 0.0)
-                else:
-                    store.add(result)
-                store.discard_empty_checkpoint_dir(key)
-            results[key] = result
-            if result.status == "ok":
-                log.info(
-                    "%s: val %.2f test %.2f (%.1f s)",
-                    label,
-                    100 * result.val,
-                    100 * result.test,
-                    result.seconds,
-                )
-            elif spec.dataset not in unavailable:
-                log.warning("%s: failed: %s", label, result.reason)
-            bar.update(1)
-    return [results[key] for key in keys]
-
-
-# --- summary ----------------------------------------------------------------------------------
-
-SUMMARY_KEYS = ["dataset", "model", "optimizer", "alpha", "beta", "metric"]
-
-
-def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """runs.csv rows -> one row per dataset x model x optimizer(alpha, beta).
-
-    Columns: dataset, model, optimizer, alpha, beta, metric, n (ok runs), failed, val_mean,
-    val_std, test_mean, test_std. Metrics are x100; std is the sample std (NaN for n = 1).
-    Groups keep the order in which they first appear.
-    """
-    columns = [
-        *SUMMARY_KEYS, "n", "failed", "val_mean", "val_std", "test_mean", "test_std"
-    ]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    frame = frame.copy()
-    ok = frame["status"] == "ok"
-    frame["n"] = ok.astype(int)
-    frame["failed"] = (~ok).astype(int)
-    for metric in ("val", "test"):
-        frame[metric] = (100 * frame[metric].astype(float)).where(ok)
-    grouped = frame.groupby(SUMMARY_KEYS, sort=False, dropna=False)
-    table = grouped.agg(
-        n=("n", "sum"),
-        failed=("failed", "sum"),
-        val_mean=("val", "mean"),
-        val_std=("val", "std"),
-        test_mean=("test", "mean"),
-        test_std=("test", "std"),
-    ).reset_index()
-    return table[columns]
-
-
-def _mean_std(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "-"
-    return f"{mean:.2f}" if not math.isfinite(std) else f"{mean:.2f} ± {std:.2f}"
-
-
-def format_summary(table: pd.DataFrame) -> str:
-    """The summary table as aligned text: mean ± std (x100) of val and test, n, failed."""
-    if table.empty:
-        return "no finished runs\n"
-    rows = pd.DataFrame(
-        {
-            "dataset": table["dataset"],
-            "model": table["model"],
-            "optimizer": [
-                opt if not isinstance(a, (int, float)) or not math.isfinite(a)
-                else f"{opt}({a:g}, {b:g})"
-                for opt, a, b in zip(table["optimizer"], table["alpha"], table["beta"], strict=True)
-            ],
-            "metric": table["metric"],
-            "val": [_mean_std(m, s) for m, s in zip(table.val_mean, table.val_std, strict=True)],
-            "test": [
-                _mean_std(m, s) for m, s in zip(table.test_mean, table.test_std, strict=True)
-            ],
-            "n": table["n"].astype(int),
-            "failed": table["failed"].astype(int),
-        }
-    )
-    return rows.to_string(index=False) + "\n"
 
 
 # --- the `hamgraph run` command -----------------------------------------------------------------
@@ -397,7 +258,7 @@ def _resolved_yaml(config: GridConfig, specs: Iterable[RunSpec]) -> str:
     ]
     presets = sorted(
         {
-            (s.dataset, s.model, s.ham.kind, s.ham.alpha, s.ham.beta)
+            (s.dataset, s.model, s.ham.kind, s.ham.alpha, s.ham.beta)  # type: ignore[union-attr]
             for s in specs
             if s.ham is not None
         }
@@ -410,17 +271,33 @@ def _resolved_yaml(config: GridConfig, specs: Iterable[RunSpec]) -> str:
     return "\n".join(lines) + "\n" + body
 
 
+@dataclass(frozen=True)
+class GridOutcome:
+    """What `run_grid` did: the outcome of every spec and the summary of the grid's cells."""
+
+    out_dir: Path
+    outcomes: list[RunOutcome]
+    summary: pd.DataFrame  # hamgraph.cells.summarize of the grid's runs
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
 def run_grid(
     config_path: str | Path,
     out: str | Path | None = None,
     device: str = "auto",
     fresh: bool = False,
-) -> int:
-    """The `hamgraph run` command. Returns 0 when every run is ok, 1 when some failed.
+    pack: PackSize = "auto",
+    rerun_stale: bool = False,
+) -> GridOutcome:
+    """The `hamgraph run` command (the CLI prints the summary and sets the exit code).
 
     Everything (schema, names, presets, overrides, device) is validated before anything is
     written. Resumes by default; `fresh` moves an existing result dir to `<out>.old-<time>`.
-    The summary table is written to stdout (it is the command's output).
+    Finished runs recorded by another hamgraph version are kept (and counted in the log)
+    unless `rerun_stale`.
     """
     from hamgraph.train import resolve_device
 
@@ -439,18 +316,24 @@ def run_grid(
     store.write_text("config.yaml", _resolved_yaml(config, specs))
     log.info("%s: %d runs -> %s (device %s)", config.run_name, len(specs), out_dir, torch_device)
 
-    results = execute_specs(specs, store, data_paths_from_env(), torch_device)
-
-    keys = {spec.key() for spec in specs}
+    keys = [spec.key() for spec in specs]
+    stale = stale_keys(store, keys)
+    if stale and not rerun_stale:
+        log.warning(
+            "%d finished runs came from another hamgraph version (kept; --rerun-stale "
+            "retrains them)", len(stale)
+        )
+    outcomes = execute_specs(
+        specs, store, data_paths_from_env(), torch_device, pack=pack,
+        retrain=stale if rerun_stale else (),
+    )
     frame = store.frame()
-    frame = frame[frame["key"].isin(keys)]
-    sys.stdout.write(format_summary(summary_table(frame)))
-    sys.stdout.flush()
-    failed = [(spec, r) for spec, r in zip(specs, results, strict=True) if not r.ok]
-    for spec, result in failed:
-        log.warning("failed: %s: %s", spec.key(), result.reason)
-    if failed:
-        log.warning("%d of %d runs failed", len(failed), len(specs))
-        return 1
-    log.info("all %d runs ok; results in %s", len(specs), store.runs_csv)
-    return 0
+    summary = summarize(frame[frame["key"].isin(set(keys))])
+    result = GridOutcome(out_dir, outcomes, summary)
+    for outcome in result.failed:
+        log.warning("failed: %s: %s", outcome.spec.key(), outcome.message)
+    if result.failed:
+        log.warning("%d of %d runs failed", len(result.failed), len(specs))
+    else:
+        log.info("all %d runs ok; results in %s", len(specs), store.runs_csv)
+    return result

@@ -38,24 +38,28 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from filelock import FileLock
 
-from hamgraph import __version__
-from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, host_tag
+from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, host_tag, pid_alive
+from hamgraph.errors import HamgraphError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 
 RUN_COLUMNS = [
     "key",
     "dataset",
     "model",
-    "optimizer",
-    "alpha",
+    "optimizer",  # "ham" | "nham" | the base's short name for a baseline ("adam", "sgd")
+    "base",  # the base optimizer: "adam", "adamw", "sgd" or a dotted path
+    "base_options",  # JSON of the base's options ("" when none)
+    "alpha",  # the HAM settings ("" for a baseline)
     "beta",
+    "clamp",
+    "mask_beta",
+    "sign_source",
     "run",
     "seed",
     "metric",
@@ -66,11 +70,23 @@ RUN_COLUMNS = [
     "seconds",
     "status",
     "reason",
+    "hamgraph_version",
+    "device",
     "history",
 ]
+# The columns that tell runs.csv rows apart as settings; the rest are outcomes.
+_TEXT_COLUMNS = ("key", "dataset", "model", "optimizer", "base", "base_options", "mask_beta",
+                 "sign_source",
+                 "metric", "status", "reason", "hamgraph_version", "device", "history")
 HISTORY_COLUMNS = [f.name for f in dataclasses.fields(EpochStats)]
-RECORD_FORMAT = 1
+# 1: the first release (HAM settings at the top of the spec); 2: the optimizer as a value and
+# the provenance. Both are read; a newer format is refused instead of misread.
+RECORD_FORMAT = 2
 _STALE_TEMP_SECONDS = 24 * 3600  # temp files of other hosts are removed after a day
+
+
+class RecordFormatError(HamgraphError):
+    """A record written by a newer hamgraph than this one."""
 
 
 def _num(value: float | int) -> str:
@@ -101,13 +117,20 @@ def run_row(result: RunResult) -> dict[str, str]:
     """The runs.csv row of a result (all values as text)."""
     spec = result.spec
     key = spec.key()
+    ham = spec.ham
+    options = spec.optimizer.to_dict()["base_options"]
     return {
         "key": key,
         "dataset": spec.dataset,
         "model": spec.model,
-        "optimizer": spec.optimizer,
-        "alpha": "" if spec.ham is None else _num(spec.ham.alpha),
-        "beta": "" if spec.ham is None else _num(spec.ham.beta),
+        "optimizer": spec.optimizer.kind,
+        "base": spec.optimizer.base,
+        "base_options": json.dumps(options, sort_keys=True) if options else "",
+        "alpha": "" if ham is None else _num(ham.alpha),
+        "beta": "" if ham is None else _num(ham.beta),
+        "clamp": "" if ham is None else _num(ham.clamp),
+        "mask_beta": "" if ham is None else str(ham.mask_beta).lower(),
+        "sign_source": "" if ham is None else ham.sign_source,
         "run": _num(spec.run),
         "seed": _num(spec.seed),
         "metric": result.metric,
@@ -118,6 +141,8 @@ def run_row(result: RunResult) -> dict[str, str]:
         "seconds": _num(round(result.seconds, 3)),
         "status": result.status,
         "reason": " ".join(result.reason.split()),  # one line
+        "hamgraph_version": result.provenance.get("hamgraph_version", ""),
+        "device": result.provenance.get("device", ""),
         "history": f"history/{key}.csv",
     }
 
@@ -185,8 +210,23 @@ class ResultStore:
         return {path.stem for path in self.records_dir.glob("*.json") if path.is_file()}
 
     def load(self, key: str) -> RunResult:
-        """The RunResult of a recorded run (history included)."""
-        data = json.loads(self.record_path(key).read_text(encoding="utf-8"))
+        """The RunResult of a recorded run (history included).
+
+        Raises RecordFormatError for a record written by a newer hamgraph.
+        """
+        path = self.record_path(key)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if int(data.get("format", 1)) > RECORD_FORMAT:
+            raise RecordFormatError(
+                f"{path}: record format {data['format']} is newer than this hamgraph reads "
+                f"({RECORD_FORMAT}); upgrade hamgraph"
+            )
+        provenance = data.get("provenance")
+        if provenance is None:  # format 1 kept the version and the time at the top level
+            provenance = {
+                "hamgraph_version": data.get("hamgraph_version", ""),
+                "finished_at": data.get("finished_at", ""),
+            }
         history = [
             EpochStats(**{name: _float(v) if isinstance(v, float) or v is None else v
                           for name, v in epoch.items()})
@@ -203,16 +243,13 @@ class ResultStore:
             seconds=float(data["seconds"]),
             reason=data.get("reason", ""),
             history=history,
+            provenance={k: str(v) for k, v in provenance.items()},
         )
-
-    def results(self) -> list[RunResult]:
-        """Every recorded RunResult, in runs.csv order."""
-        return [self.load(key) for key in self.frame()["key"]]
 
     def frame(self) -> pd.DataFrame:
         """runs.csv as a DataFrame (with the RUN_COLUMNS; empty if nothing is recorded).
 
-        alpha/beta are NaN for adam rows; reason is "" when there is none.
+        alpha/beta/clamp are NaN for baseline rows; text columns are "" when empty.
         """
         if not self.runs_csv.exists() and not self.finished_keys():
             return pd.DataFrame({column: [] for column in RUN_COLUMNS})
@@ -223,12 +260,12 @@ class ResultStore:
             text = _csv_text(RUN_COLUMNS, self._rows_from_records(sorted(self.finished_keys())))
         frame = pd.read_csv(
             io.StringIO(text),
-            dtype={"key": str, "dataset": str, "model": str, "optimizer": str, "metric": str,
-                   "status": str, "history": str, "alpha": float, "beta": float},
+            dtype={**dict.fromkeys(_TEXT_COLUMNS, str), "alpha": float, "beta": float,
+                   "clamp": float},
             keep_default_na=False,
-            na_values={"alpha": [""], "beta": [""], "val": ["nan"], "test": ["nan"]},
+            na_values={"alpha": [""], "beta": [""], "clamp": [""], "val": ["nan"],
+                       "test": ["nan"]},
         )
-        frame["reason"] = frame["reason"].astype(str)
         return frame
 
     # --- writing ---
@@ -249,6 +286,7 @@ class ResultStore:
         )
         record = {
             "format": RECORD_FORMAT,
+            "provenance": result.provenance,
             "key": key,
             "spec": result.spec.to_dict(),
             "metric": result.metric,
@@ -260,9 +298,7 @@ class ResultStore:
             "seconds": result.seconds,
             "reason": result.reason,
             "history": [dataclasses.asdict(e) for e in result.history],
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(),
-            "hamgraph_version": __version__,
         }
         text = json.dumps(_to_json(record), indent=1, allow_nan=False)
         atomic_write_text(self.record_path(key), text + "\n", fsync=True)
@@ -330,17 +366,9 @@ class ResultStore:
                     stale = time.time() - path.stat().st_mtime > _STALE_TEMP_SECONDS
                 except (IndexError, ValueError, OSError):
                     continue
-                if stale or (temp_host == host and not _pid_alive(pid)):
+                if stale or (temp_host == host and not pid_alive(pid)):
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

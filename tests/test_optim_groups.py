@@ -7,15 +7,17 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATv2Conv, GCNConv
 
-from hamgraph.errors import UnknownNameError
+from hamgraph.errors import UnknownNameError, UserInputError
 from hamgraph.optim import (
     HAM,
     build_optimizer,
+    check_base_options,
     ham_param_groups,
     ham_target_names,
     ham_target_params,
+    resolve_base,
 )
-from hamgraph.specs import HamSettings
+from hamgraph.specs import HamSettings, OptimizerSpec
 
 
 class TinyGNN(nn.Module):
@@ -80,7 +82,7 @@ def _one_step(opt, model):
 def test_build_optimizer_plain_and_ham(base):
     torch.manual_seed(0)
     model = TinyGNN()
-    plain = build_optimizer(model, base=base, lr=0.01, weight_decay=5e-4, ham=None)
+    plain = build_optimizer(model, OptimizerSpec(base, ham=None), lr=0.01, weight_decay=5e-4)
     expected_cls = torch.optim.AdamW if base.lower() == "adamw" else torch.optim.Adam
     assert type(plain) is expected_cls
     assert len(plain.param_groups) == 1
@@ -88,7 +90,7 @@ def test_build_optimizer_plain_and_ham(base):
     assert plain.param_groups[0]["weight_decay"] == 5e-4
 
     settings = HamSettings(alpha=-10.0, beta=0.01, sign_source="previous")
-    ham = build_optimizer(model, base=base, lr=0.01, weight_decay=5e-4, ham=settings)
+    ham = build_optimizer(model, OptimizerSpec(base, ham=settings), lr=0.01, weight_decay=5e-4)
     assert isinstance(ham, HAM) and type(ham.base) is expected_cls
     on, off = ham.param_groups
     assert on["ham"] and not off["ham"]
@@ -109,8 +111,10 @@ def test_ham_only_changes_the_targets():
     a = TinyGNN()
     b = TinyGNN()
     b.load_state_dict(a.state_dict())
-    plain = build_optimizer(a, base="adam", lr=0.01, weight_decay=0.0, ham=None)
-    ham = build_optimizer(b, base="adam", lr=0.01, weight_decay=0.0, ham=HamSettings(200.0, 0.1))
+    plain = build_optimizer(a, OptimizerSpec("adam", ham=None), lr=0.01, weight_decay=0.0)
+    ham = build_optimizer(
+        b, OptimizerSpec("adam", ham=HamSettings(200.0, 0.1)), lr=0.01, weight_decay=0.0
+    )
     _one_step(plain, a)
     _one_step(ham, b)
     targets = set(HAM_NAMES)
@@ -125,19 +129,59 @@ def test_build_optimizer_passes_the_kernel_choice():
     settings = HamSettings(alpha=1.0, beta=0.0)
     for fused in (None, True, False):
         opt = build_optimizer(
-            TinyGNN(), base="adam", lr=0.01, weight_decay=0.0, ham=settings, fused=fused
+            TinyGNN(), OptimizerSpec("adam", ham=settings), lr=0.01, weight_decay=0.0, fused=fused
         )
         assert opt._fused is fused
 
 
 def test_unknown_base_lists_choices():
     with pytest.raises(
-        UnknownNameError, match=r"unknown base optimizer 'sgdd'.*\['adam', 'adamw'\]"
+        UnknownNameError, match=r"unknown base optimizer 'sgdd'.*\['adam', 'adamw', 'sgd'\]"
     ):
-        build_optimizer(TinyGNN(), base="sgdd", lr=0.01, weight_decay=0.0, ham=None)
+        build_optimizer(TinyGNN(), OptimizerSpec("sgdd", ham=None), lr=0.01, weight_decay=0.0)
 
 
 def test_ham_on_a_model_without_targets_is_refused():
     model = nn.Sequential(nn.Linear(3, 3))
     with pytest.raises(ValueError, match="no parameters inside a torch_geometric MessagePassing"):
-        build_optimizer(model, base="adam", lr=0.01, weight_decay=0.0, ham=HamSettings(1.0, 0.0))
+        build_optimizer(
+            model, OptimizerSpec("adam", ham=HamSettings(1.0, 0.0)), lr=0.01, weight_decay=0.0
+        )
+
+
+def test_sgd_and_dotted_bases_with_options():
+    model = TinyGNN()
+    sgd = build_optimizer(
+        model, OptimizerSpec("sgd", (("momentum", 0.9),)), lr=0.01, weight_decay=0.0
+    )
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.9
+    radam = build_optimizer(
+        model,
+        OptimizerSpec("torch.optim.RAdam", ham=HamSettings(200.0, 0.1)),
+        lr=0.01,
+        weight_decay=0.0,
+    )
+    assert isinstance(radam, HAM) and type(radam.base) is torch.optim.RAdam
+    _one_step(radam, model)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("torch.optim.Nope", "does not import"),
+        ("nowhere.Thing", "does not import"),
+        ("torch.nn.Linear", "is not a torch.optim.Optimizer subclass"),
+        ("rmsprop", "unknown base optimizer 'rmsprop'"),
+    ],
+)
+def test_bad_bases_are_named(name, message):
+    with pytest.raises(UnknownNameError, match=message):
+        resolve_base(name)
+
+
+def test_base_options_are_checked():
+    check_base_options("sgd", {"momentum": 0.9, "nesterov": True})
+    with pytest.raises(UserInputError, match="unknown option 'momentun' of SGD"):
+        check_base_options("sgd", {"momentun": 0.9})
+    with pytest.raises(UserInputError, match="'lr' is a protocol hyperparameter"):
+        check_base_options("adam", {"lr": 0.1})

@@ -134,8 +134,8 @@ def dataset_table(names: list[str], paths: DataPaths) -> tuple[pd.DataFrame, lis
     return frame, notes
 
 
-def print_datasets(names: list[str]) -> int:
-    """The `hamgraph datasets` command: print the catalog table to stdout; returns 0.
+def format_datasets(names: list[str]) -> str:
+    """The `hamgraph datasets` text: the catalog table and its notes (the CLI prints it).
 
     Unknown names raise UnknownNameError (listing the valid ones) before anything is computed.
     """
@@ -144,14 +144,13 @@ def print_datasets(names: list[str]) -> int:
     shown = frame.astype(object).where(frame.notna(), "")
     for col in ("h_edge", "h_adj"):
         shown[col] = [f"{v:.3f}" if isinstance(v, float) else v for v in shown[col]]
-    text = shown.to_string(index=False)
-    print(text)
-    print(
-        "\nedges_undirected: undirected edges after to_undirected + remove_self_loops "
+    lines = [
+        shown.to_string(index=False),
+        "",
+        "edges_undirected: undirected edges after to_undirected + remove_self_loops "
         "(edge_index has twice as many columns); h_edge: edge homophily; h_adj: adjusted "
-        "homophily (Platonov et al. 2023). Graph datasets (ogbg-*): availability only."
-    )
-    print(f"cache: {paths.cache}   mirror: {paths.mirror or '(none; set $HAMGRAPH_MIRROR)'}")
-    for note in notes:
-        print(note)
-    return 0
+        "homophily (Platonov et al. 2023). Graph datasets (ogbg-*): availability only.",
+        f"cache: {paths.cache}   mirror: {paths.mirror or '(none; set $HAMGRAPH_MIRROR)'}",
+        *notes,
+    ]
+    return "\n".join(lines) + "\n"

@@ -81,7 +81,7 @@ def train_node_run(
 
     # -- optimizer (HAM when spec.ham is set) and diagnostics of the HAM-targeted weights
     optimizer = build_optimizer(
-        model, base="adam", lr=params.lr, weight_decay=params.weight_decay, ham=spec.ham
+        model, spec.optimizer, lr=params.lr, weight_decay=params.weight_decay
     )
     diagnostics = WeightDiagnostics(ham_target_params(model))
     best = BestTracker(device)
@@ -95,7 +95,7 @@ def train_node_run(
 
     bar = tqdm(
         range(1, params.epochs + 1),
-        desc=f"{spec.dataset} {spec.model} {spec.optimizer} run {spec.run}",
+        desc=f"{spec.dataset} {spec.model} {spec.optimizer_label} run {spec.run}",
         disable=None,
         leave=False,
     )

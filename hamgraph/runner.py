@@ -1,0 +1,324 @@
+"""Run specs: train the unfinished ones (in packs where they share a model), store each result.
+
+    [RunSpec] ──► group into packs ──► train (single or packed) ──► ResultStore ──► [RunOutcome]
+
+A pack is M node runs that share dataset, model and params (and the base optimizer); the
+packed trainer turns them into M RunResults, each exactly what its single run would have
+stored (hamgraph.train.packed). Packing is an execution detail: keys, records and reports do
+not know it happened. Graph runs always train one at a time.
+
+Every result is stored the moment it is final (a pack stores a diverged run when it is noticed,
+the others when the pack ends), so a crash or `kill -9` loses at most the runs in training.
+A pack that runs out of device memory is split in two and retried, down to single runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from hamgraph import provenance
+from hamgraph.data.paths import DataPaths
+from hamgraph.data.registry import resolve_dataset
+from hamgraph.errors import DatasetUnavailableError, UserInputError
+from hamgraph.specs import RunResult, RunSpec
+from hamgraph.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["ok", "diverged", "unavailable", "error"]
+PackSize = Literal["auto", "off"] | int
+MAX_AUTO_PACK = 128  # auto never packs more runs than this (diminishing returns past it)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one spec.
+
+    ok / diverged: `result` is its stored RunResult (trained now or loaded from the store).
+    unavailable (the dataset cannot be had) / error (anything else raised): nothing was stored,
+    a later call retries it; `message` says why.
+    """
+
+    spec: RunSpec
+    kind: OutcomeKind
+    result: RunResult | None = None
+    message: str = ""
+    trained: bool = False  # trained by this call (not loaded from the store)
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+def parse_pack(value: str | int) -> PackSize:
+    """"auto" | "off" | N >= 1 (the `--pack` option). UserInputError names the bad value."""
+    if isinstance(value, int) or str(value).isdigit():
+        size = int(value)
+        if size < 1:
+            raise UserInputError(f"--pack must be auto, off or a number >= 1, got {value!r}")
+        return size
+    if value in ("auto", "off"):
+        return value  # type: ignore[return-value]
+    raise UserInputError(f"--pack must be auto, off or a number >= 1, got {value!r}")
+
+
+def outcome_of(result: RunResult, trained: bool) -> RunOutcome:
+    kind: OutcomeKind = "ok" if result.ok else "diverged"
+    return RunOutcome(result.spec, kind, result, result.reason, trained)
+
+
+def stale_keys(store: ResultStore, keys: Sequence[str]) -> list[str]:
+    """Finished runs among `keys` whose record came from another hamgraph version."""
+    from hamgraph import __version__
+
+    finished = store.finished_keys()
+    stale = []
+    for key in keys:
+        if key in finished:
+            version = store.load(key).provenance.get("hamgraph_version", "")
+            if version != __version__:
+                stale.append(key)
+    return stale
+
+
+# --- packs -------------------------------------------------------------------------------------
+
+
+def _signature(spec: RunSpec) -> object | None:
+    """Specs with equal signatures may share a pack; None: this spec trains alone."""
+    if resolve_dataset(spec.dataset).task != "node":
+        return None
+    from hamgraph.train.packed import pack_signature
+
+    return pack_signature(spec)
+
+
+def plan_packs(
+    specs: Sequence[RunSpec], pack: PackSize, size_for: Callable[[RunSpec], int]
+) -> list[list[RunSpec]]:
+    """Group specs into packs, keeping the order of first appearance.
+
+    `pack`: "off" = every spec alone; N = at most N per pack; "auto" = at most
+    `size_for(first spec of the group)` per pack (from memory; see `auto_pack_size`).
+    """
+    if pack == "off":
+        return [[spec] for spec in specs]
+    groups: dict[object, list[RunSpec]] = {}
+    alone: list[list[RunSpec]] = []
+    order: list[object] = []
+    for spec in specs:
+        signature = _signature(spec)
+        if signature is None:
+            alone.append([spec])
+            order.append(("alone", len(alone) - 1))
+            continue
+        if signature not in groups:
+            groups[signature] = []
+            order.append(signature)
+        groups[signature].append(spec)
+    packs: list[list[RunSpec]] = []
+    for item in order:
+        if isinstance(item, tuple) and len(item) == 2 and item[0] == "alone":
+            packs.append(alone[item[1]])
+            continue
+        group = groups[item]
+        size = pack if isinstance(pack, int) else max(1, size_for(group[0]))
+        packs.extend(group[i : i + size] for i in range(0, len(group), size))
+    return packs
+
+
+def auto_pack_size(spec: RunSpec, paths: DataPaths, device: torch.device) -> int:
+    """How many runs like `spec` fit at once: measured per-run footprint vs free memory.
+
+    Uses half of the free memory (the rest is headroom for the allocator and evaluation),
+    capped at MAX_AUTO_PACK. CPU: the available RAM.
+    """
+    from hamgraph.train.packed import pack_footprint
+
+    info = resolve_dataset(spec.dataset)
+    per_run = max(1, pack_footprint(spec, info, paths, device))
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+    else:
+        free = _available_ram()
+    return int(max(1, min(MAX_AUTO_PACK, (free // 2) // per_run)))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30  # unknown: assume a modest machine
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def _failed(spec: RunSpec, kind: OutcomeKind, message: str) -> RunOutcome:
+    return RunOutcome(spec, kind, None, message)
+
+
+def _train_pack(
+    pack: list[RunSpec],
+    paths: DataPaths,
+    device: torch.device,
+    store: ResultStore,
+    stored: Callable[[RunResult], None],
+) -> None:
+    """Train one pack (or a single run); store every result as it becomes final.
+
+    Raises what the trainer raises; an out-of-memory pack is split and retried here.
+    """
+    from hamgraph import train
+
+    started = datetime.now(timezone.utc)
+
+    def keep(result: RunResult) -> None:
+        result.provenance = provenance.collect(device, started)
+        store.add(result)
+        stored(result)
+
+    if len(pack) == 1:  # today's single-run trainers
+        spec = pack[0]
+        keep(train.execute(spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec)))
+        store.discard_empty_checkpoint_dir(spec.key())
+        return
+    from hamgraph.train.packed import train_node_pack
+
+    info = resolve_dataset(pack[0].dataset)
+    done: set[str] = set()
+
+    def keep_once(result: RunResult) -> None:
+        done.add(result.spec.key())
+        keep(result)
+
+    try:
+        train_node_pack(pack, info, paths, device, on_result=keep_once)
+    except Exception as exc:
+        if not _is_out_of_memory(exc) or len(pack) == 1:
+            raise
+        rest = [spec for spec in pack if spec.key() not in done]
+        half = (len(rest) + 1) // 2
+        log.warning("out of memory with %d runs in a pack; retrying as %d + %d",
+                    len(rest), half, len(rest) - half)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        for part in (rest[:half], rest[half:]):
+            if part:
+                _train_pack(part, paths, device, store, stored)
+
+
+def execute_specs(
+    specs: Sequence[RunSpec],
+    store: ResultStore,
+    paths: DataPaths,
+    device: torch.device,
+    *,
+    pack: PackSize = "auto",
+    retrain: Sequence[str] = (),
+) -> list[RunOutcome]:
+    """Train the specs that have no record in `store` yet; one RunOutcome per spec, in order.
+
+    Finished specs (ok or diverged) are loaded from the store, not trained again, except the
+    keys in `retrain` (e.g. stale ones). A diverged run is stored as failed. A run that raises
+    (dataset unavailable, an error) is logged and NOT stored, so the next call retries it;
+    after a DatasetUnavailableError the remaining runs of that dataset are skipped.
+    KeyboardInterrupt propagates (finished results are kept).
+
+    Several processes may run this on one store at once (sweep workers): nothing is lost, but
+    a spec that two of them start at the same time is trained twice (the last record wins).
+    """
+    finished = store.finished_keys() - set(retrain)
+    keys = [spec.key() for spec in specs]  # hashes every setting: computed once per spec
+    unique = dict(zip(keys, specs, strict=True))
+    todo = [spec for key, spec in unique.items() if key not in finished]
+    if len(unique) > len(todo):
+        log.info("resuming: %d of %d runs already finished", len(unique) - len(todo), len(unique))
+    outcomes: dict[str, RunOutcome] = {}
+    for key in unique:
+        if key in finished:
+            outcomes[key] = outcome_of(store.load(key), trained=False)
+            if not outcomes[key].ok:
+                log.info("kept failed run %s (delete records/%s.json or use --fresh to retry)",
+                         key, key)
+
+    sizes: dict[str, int] = {}
+
+    def size_for(spec: RunSpec) -> int:
+        if spec.dataset not in sizes:
+            sizes[spec.dataset] = auto_pack_size(spec, paths, device)
+        return sizes[spec.dataset]
+
+    packs = plan_packs(todo, pack, size_for)
+    unavailable: dict[str, str] = {}
+    with logging_redirect_tqdm(), tqdm(total=len(todo), unit="run", disable=None) as bar:
+        for members in packs:
+            first = members[0]
+            label = _pack_label(members)
+            bar.set_description(label)
+            if first.dataset in unavailable:
+                for spec in members:
+                    outcomes[spec.key()] = _failed(spec, "unavailable", unavailable[first.dataset])
+                bar.update(len(members))
+                continue
+
+            def stored(result: RunResult) -> None:
+                outcome = outcome_of(result, trained=True)
+                outcomes[result.spec.key()] = outcome
+                _log_result(result)
+                bar.update(1)
+
+            start = time.perf_counter()
+            try:
+                _train_pack(list(members), paths, device, store, stored)
+            except DatasetUnavailableError as exc:
+                unavailable[first.dataset] = f"dataset unavailable: {exc}"
+                log.error("%s: %s (its remaining runs are skipped)", label, exc)
+            except Exception as exc:  # not a result: logged, retried by the next call
+                log.error("%s: error: %s: %s", label, type(exc).__name__, exc)
+                log.debug("traceback", exc_info=True)
+                message = f"error: {type(exc).__name__}: {exc}"
+                for spec in members:
+                    outcomes.setdefault(spec.key(), _failed(spec, "error", message))
+            for spec in members:
+                if spec.key() not in outcomes:
+                    outcomes[spec.key()] = _failed(spec, "unavailable", unavailable[spec.dataset])
+                    bar.update(1)
+            log.debug("%s: %.1f s", label, time.perf_counter() - start)
+    return [outcomes[key] for key in keys]
+
+
+def _pack_label(members: Sequence[RunSpec]) -> str:
+    first = members[0]
+    if len(members) == 1:
+        return f"{first.dataset} {first.model} {first.optimizer_label} run {first.run}"
+    return f"{first.dataset} {first.model} pack of {len(members)}"
+
+
+def _log_result(result: RunResult) -> None:
+    spec = result.spec
+    label = f"{spec.dataset} {spec.model} {spec.optimizer_label} run {spec.run}"
+    if result.ok:
+        log.info("%s: val %.2f test %.2f (%.1f s)", label, 100 * result.val, 100 * result.test,
+                 result.seconds)
+    else:
+        log.warning("%s: failed: %s", label, result.reason)
