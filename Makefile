@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # Installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,plots,postgres
+EXTRAS ?= dev,plots,postgres,tensorboard,wandb
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench clean-venv
