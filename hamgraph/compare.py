@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -303,7 +303,10 @@ def welch_p(
 
 
 def compare_cells(
-    ours: pd.DataFrame, published: pd.DataFrame, level: float = NOISE_LEVEL
+    ours: pd.DataFrame,
+    published: pd.DataFrame,
+    level: float = NOISE_LEVEL,
+    dataset_map: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Our cells beside the published ones; one output row per row of `ours`, in its order.
 
@@ -312,7 +315,9 @@ def compare_cells(
     std and n are taken from them), `alpha`, `beta` (our best) and `metric` (then a published
     row counts only if its metric is the same). Names as in the registry; optimizer adam | ham |
     nham. `published`: a table from `load_published` (one source: several rows for one cell
-    raise ValueError).
+    raise ValueError). `dataset_map` (ours -> published dataset name, e.g. {"cora-public":
+    "cora"}) compares a cell with a published row of another dataset on purpose; the output
+    keeps our name and shows the published row's `published_split`.
 
     Output columns COMPARE_COLUMNS. `delta` = ours - published. `within_noise` (nullable
     boolean): |delta| <= the larger of the two stds and, where both sides have >= 3 runs, Welch's
@@ -343,6 +348,8 @@ def compare_cells(
         key = tuple(str(row[c]).strip().lower() for c in key_cols)
         mean, std, n = _ours_stats(row)
         out: dict[str, object] = dict(zip(["dataset", "model", "optimizer"], key[:3], strict=True))
+        if dataset_map and key[0] in dataset_map:
+            key = (str(dataset_map[key[0]]).strip().lower(), *key[1:])
         out.update(ours_mean=mean, ours_std=std, ours_n=n)
         out["ours_alpha"] = float(row["alpha"]) if pd.notna(row.get("alpha", np.nan)) else np.nan
         out["ours_beta"] = float(row["beta"]) if pd.notna(row.get("beta", np.nan)) else np.nan

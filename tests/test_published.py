@@ -381,6 +381,11 @@ def test_cells_without_published_value_get_nothing_made_up() -> None:
         for column in ("published_mean", "published_std", "published_runs", "delta", "welch_p"):
             assert pd.isna(row[column]), column
     assert out["within_noise"].dtype == "boolean"
+    # on purpose: our public-split cell beside the paper's cell of the base dataset
+    mapped = compare_cells(ours, pub, dataset_map={"cora-public": "cora"})
+    assert mapped["dataset"].iloc[0] == "cora-public"
+    assert mapped["published_mean"].iloc[0] == 81.32 and mapped["published_split"].iloc[0] == "s"
+    assert mapped["delta"].iloc[0] == pytest.approx(81.5 - 81.32)
 
 
 def test_best_alpha_beta_beside_the_published_best() -> None:
