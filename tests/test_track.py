@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -202,6 +203,29 @@ def test_a_failing_tracker_is_logged_once_and_switched_off(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "key-1" in warnings[0].getMessage() and "disk full" in warnings[0].getMessage()
+
+
+def test_a_tracker_failing_at_finish_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class FailsAtFinish(Recording):
+        def finish(self, result: RunResult) -> None:
+            raise ValueError("upload refused")
+
+    tracker = FailsAtFinish()
+    run = _GuardedRun("key-2", {"wandb": tracker})
+    run.log_epochs(make_rows(2))
+    with caplog.at_level(logging.WARNING, logger="hamgraph.track"):
+        run.finish(make_result(make_rows(2)))
+        run.finish(make_result(make_rows(2)))  # idempotent: the tracker is gone
+    assert tracker.epochs == [1, 2]
+    assert [r.getMessage().count("upload refused") for r in caplog.records] == [1]
+
+
+def test_importing_the_module_imports_no_tracker_package() -> None:
+    code = "import sys, hamgraph.track; print('wandb' in sys.modules, 'tensorboard' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_a_tracker_that_cannot_start_does_not_raise(
