@@ -47,7 +47,7 @@ def _train_rate(model, loader, data, optimizer, device, batches: int) -> float:
             break
         batch = batch.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = _loss(data, model(batch), batch)
+        loss = _loss(data.task, model(batch), batch)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -86,7 +86,7 @@ def main() -> None:
     val = data.val[: args.eval_graphs]
     for label, ham in (("adamw", None), ("ham", HamSettings(200.0, 0.1))):
         torch.manual_seed(0)
-        model = build_graph_model(params, data).to(device)
+        model = build_graph_model(params, data.task).to(device)
         optimizer = build_optimizer(
             model, base="adamw", lr=params.lr, weight_decay=params.weight_decay, ham=ham
         )

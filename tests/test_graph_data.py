@@ -1,5 +1,5 @@
 """OGB graph datasets: molhiv from the mirror (a small subset in the real on-disk format),
-molpcba / ppa / code2 on small generated files in OGB's raw format, error paths.
+molpcba / ppa / code2 on small generated files in OGB's raw format, error paths, RWSE.
 
 The helpers and the session fixture `molhiv_subset` are imported by the other graph tests.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hamgraph.data import rwse as rwse_module
 from hamgraph.data.mirror import ALLOW_DOWNLOAD_ENV
 from hamgraph.data.ogbg import (
     CODE2_MAX_NODES,
@@ -24,10 +25,12 @@ from hamgraph.data.ogbg import (
     _ogb_guards,
     augment_edge,
     get_vocab_mapping,
+    graph_task,
     load_graph_dataset,
 )
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
+from hamgraph.data.rwse import cached_rwse, rwse_all, rwse_dense, rwse_sparse
 from hamgraph.errors import DatasetUnavailableError
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +152,7 @@ def test_molhiv_subset_loads_without_prompts(molhiv_subset, tmp_path, monkeypatc
     assert len(data.dataset) == 300
     assert {k: len(v) for k, v in data.split_idx.items()} == {"train": 200, "valid": 50, "test": 50}
     assert (data.num_tasks, data.num_outputs, data.eval_metric) == (1, 1, "rocauc")
+    assert data.task == graph_task("ogbg-molhiv", 1, rwse_steps=4)
     g = data.dataset[0]
     assert g.x.shape[1] == 9 and g.edge_attr.shape[1] == 3
     assert g.edge_index.shape[1] % 2 == 0  # OGB added the reverse of every bond
@@ -318,7 +322,14 @@ def test_code2_generated_twice_identical(offline_paths, tmp_path):
     assert "valid" not in first.vocab.idx2vocab and "zzz" not in first.vocab.idx2vocab
     assert first.vocab.idx2vocab[-2:] == ("__UNK__", "__EOS__")
     assert first.num_outputs == first.vocab.size
-    assert (first.num_node_types, first.num_node_attributes, first.eval_metric) == (5, 7, "F1")
+    task = first.task
+    assert (task.num_node_types, task.num_node_attributes, first.eval_metric) == (5, 7, "F1")
+    assert (task.head, task.target, task.seq_len, task.num_outputs) == (
+        "sequence",
+        "sequence",
+        5,
+        first.vocab.size,
+    )
     for i in range(len(names)):
         a, b = first.dataset[i], second.dataset[i]
         assert torch.equal(a.y_arr, b.y_arr) and torch.equal(a.edge_index, b.edge_index)
@@ -351,3 +362,66 @@ def test_vocab_mapping_is_frequency_ordered():
     vocab = get_vocab_mapping([["a", "b"], ["b", "c"], ["b", "a"]], num_vocab=2)
     assert vocab.idx2vocab == ("b", "a", "__UNK__", "__EOS__")
     assert vocab.encode(["c", "b"]).tolist() == [[2, 0, 3, 3, 3]]
+
+
+# --------------------------------------------------------------------------------------------
+# RWSE (preprocessing: hamgraph.data.rwse)
+
+
+def _random_graph(gen: torch.Generator, n: int, m: int) -> torch.Tensor:
+    src = torch.randint(0, n, (m,), generator=gen)
+    dst = torch.randint(0, n, (m,), generator=gen)
+    return torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+
+
+def test_rwse_dense_hand_values():
+    # a triangle: return after 1 step impossible, after 2 steps 1/2, after 3 steps 1/4
+    ei = torch.tensor([[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]])
+    pe = rwse_dense(ei, 3, 3)
+    assert torch.allclose(pe, torch.tensor([[0.0, 0.5, 0.25]] * 3))
+
+
+def test_rwse_batched_and_sparse_match_dense(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    sizes = [1, 4, 7, 3, 12, 30, 5]  # includes an isolated node (n = 1)
+    graphs = [
+        _random_graph(gen, n, max(n, 1)) if n > 1 else torch.zeros(2, 0, dtype=torch.long)
+        for n in sizes
+    ]
+    edge_index = torch.cat(graphs, dim=1)
+    node_slices = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()])
+    edge_slices = torch.tensor([0, *torch.tensor([g.shape[1] for g in graphs]).cumsum(0).tolist()])
+    expected = torch.cat([rwse_dense(g, n, 6) for g, n in zip(graphs, sizes, strict=True)])
+    got = rwse_all(edge_index, edge_slices, node_slices, 6)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # graphs above the dense cap take the sparse path (small blocks)
+    monkeypatch.setattr(rwse_module, "DENSE_MAX_NODES", 6)
+    monkeypatch.setattr(rwse_module, "SPARSE_BLOCK", 5)
+    assert torch.allclose(rwse_all(edge_index, edge_slices, node_slices, 6), expected, atol=1e-6)
+    assert torch.allclose(rwse_sparse(graphs[5], 30, 6, block=7), expected[-35:-5], atol=1e-6)
+
+
+def test_rwse_is_cached_on_disk(tmp_path, monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    edge_index = torch.cat([_random_graph(gen, 5, 6), _random_graph(gen, 4, 4)], dim=1)
+    kwargs = {
+        "edge_index": edge_index,
+        "edge_slices": torch.tensor([0, 12, 20]),
+        "node_slices": torch.tensor([0, 5, 9]),
+        "steps": 4,
+    }
+    calls = []
+    real = rwse_module.rwse_all
+    monkeypatch.setattr(rwse_module, "rwse_all", lambda *a: calls.append(1) or real(*a))
+    path = tmp_path / "processed" / "rwse_k4.pt"
+    first = cached_rwse(path, **kwargs)
+    mtime = path.stat().st_mtime_ns
+    second = cached_rwse(path, **kwargs)
+    assert len(calls) == 1 and path.stat().st_mtime_ns == mtime
+    assert torch.equal(first, second)
+    other = cached_rwse(tmp_path / "processed" / "rwse_k3.pt", **{**kwargs, "steps": 3})
+    assert len(calls) == 2 and torch.allclose(other, first[:, :3])
+    # a stale file (different graphs) is recomputed
+    cached_rwse(path, **{**kwargs, "node_slices": torch.tensor([0, 6, 10])})
+    assert len(calls) == 3
+    assert not list(path.parent.glob("*.tmp"))

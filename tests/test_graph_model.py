@@ -1,4 +1,4 @@
-"""GCN+ (layer vs hand computation, parameter count, HAM targets, heads) and RWSE."""
+"""GCN+ (layer vs hand computation, parameter count, HAM targets, heads), built from GraphTasks."""
 
 from __future__ import annotations
 
@@ -9,30 +9,22 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from hamgraph.data.ogbg import GRAPH_SOURCES, Code2Vocab, GraphDataset
-from hamgraph.data.registry import resolve_dataset
-from hamgraph.models import rwse as rwse_module
-from hamgraph.models.gcnplus import GCNPlusConv, build_graph_model
-from hamgraph.models.rwse import cached_rwse, rwse_all, rwse_dense, rwse_sparse
+from hamgraph.data.ogbg import GRAPH_KINDS, GRAPH_SOURCES, graph_task
+from hamgraph.data.rwse import rwse_dense
+from hamgraph.models.gcnplus import (
+    EDGE_ENCODERS,
+    HEADS,
+    NODE_ENCODERS,
+    GCNPlusConv,
+    MLPHead,
+    PpaHead,
+    SequenceHead,
+    build_graph_model,
+)
 from hamgraph.optim import ham_target_names
 from hamgraph.presets.graph import GRAPH_PRESETS, graph_params
-from hamgraph.train.graph import warmup_cosine
-
-
-def fake_dataset(name: str, num_outputs: int, rwse_steps: int = 0, **extra) -> GraphDataset:
-    """A GraphDataset without data: enough to build models."""
-    info = resolve_dataset(name)
-    return GraphDataset(
-        info=info,
-        source=GRAPH_SOURCES[name],
-        dataset=None,
-        split_idx={},
-        num_tasks=1,
-        num_outputs=num_outputs,
-        eval_metric="",
-        rwse_steps=rwse_steps,
-        **extra,
-    )
+from hamgraph.specs import GraphTask
+from hamgraph.train.graph import TARGETS, warmup_cosine
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -61,13 +53,13 @@ def test_conv_matches_hand_computation():
 
 def test_molhiv_preset_parameter_count_matches_reference():
     params = graph_params("ogbg-molhiv")
-    model = build_graph_model(params, fake_dataset("ogbg-molhiv", 1, rwse_steps=20))
+    model = build_graph_model(params, graph_task("ogbg-molhiv", 1, rwse_steps=20))
     assert _count(model) == 1_407_641  # the reference GCN+ molhiv model
 
 
 def test_ham_targets_only_conv_weights_and_biases():
     params = replace(graph_params("ogbg-molhiv"), hidden=32, pe_dim=8, layers=3)
-    model = build_graph_model(params, fake_dataset("ogbg-molhiv", 1, rwse_steps=20))
+    model = build_graph_model(params, graph_task("ogbg-molhiv", 1, rwse_steps=20))
     names = ham_target_names(model)
     assert names == [f"layers.{i}.conv.{p}" for i in range(3) for p in ("bias", "lin.weight")]
 
@@ -96,16 +88,16 @@ def _mol_batch(steps: int = 0) -> Batch:
 @pytest.mark.parametrize("residual", [False, True])
 def test_model_forward_shapes(residual):
     params = replace(graph_params("ogbg-molhiv"), hidden=16, pe_dim=4, layers=2, residual=residual)
-    model = build_graph_model(params, fake_dataset("ogbg-molhiv", 1, rwse_steps=20))
+    model = build_graph_model(params, graph_task("ogbg-molhiv", 1, rwse_steps=20))
     assert model(_mol_batch(20)).shape == (2, 1)
     pcba = replace(graph_params("ogbg-molpcba"), hidden=24, layers=2)
-    model = build_graph_model(pcba, fake_dataset("ogbg-molpcba", 128, rwse_steps=16))
+    model = build_graph_model(pcba, graph_task("ogbg-molpcba", 128, rwse_steps=16))
     assert model(_mol_batch(16)).shape == (2, 128)
 
 
 def test_ppa_and_code2_heads():
     ppa = build_graph_model(
-        replace(graph_params("ogbg-ppa"), hidden=16), fake_dataset("ogbg-ppa", 37)
+        replace(graph_params("ogbg-ppa"), hidden=16), graph_task("ogbg-ppa", 37)
     )
     g = Data(
         x=torch.zeros(4, dtype=torch.long),
@@ -114,12 +106,9 @@ def test_ppa_and_code2_heads():
         num_nodes=4,
     )
     assert ppa(Batch.from_data_list([g, g])).shape == (2, 37)
-    vocab = Code2Vocab(("a", "b", "__UNK__", "__EOS__"))
     code2 = build_graph_model(
         replace(graph_params("ogbg-code2"), hidden=16),
-        fake_dataset(
-            "ogbg-code2", vocab.size, vocab=vocab, num_node_types=3, num_node_attributes=5
-        ),
+        graph_task("ogbg-code2", 6, seq_len=5, num_node_types=3, num_node_attributes=5),
     )
     g = Data(
         x=torch.tensor([[0, 1], [2, 4], [1, 0]]),
@@ -128,7 +117,7 @@ def test_ppa_and_code2_heads():
         edge_attr=torch.tensor([[0, 0], [1, 1]]),
         num_nodes=3,
     )
-    assert code2(Batch.from_data_list([g, g, g])).shape == (3, 5, vocab.size)
+    assert code2(Batch.from_data_list([g, g, g])).shape == (3, 5, 6)
 
 
 def test_presets_match_reference_table():
@@ -158,63 +147,68 @@ def test_warmup_cosine_schedule():
 
 
 # --------------------------------------------------------------------------------------------
-# RWSE
+# The task table: every dataset's head, encoders and target come from its rows, not its name
 
 
-def _random_graph(gen: torch.Generator, n: int, m: int) -> torch.Tensor:
-    src = torch.randint(0, n, (m,), generator=gen)
-    dst = torch.randint(0, n, (m,), generator=gen)
-    return torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+def test_every_table_row_names_something_built():
+    for source in GRAPH_SOURCES.values():
+        row = GRAPH_KINDS[source.kind]
+        assert row.kind == source.kind
+        assert row.node_encoder in NODE_ENCODERS and row.edge_encoder in EDGE_ENCODERS
+        assert row.head in HEADS and row.target in TARGETS
+    assert set(GRAPH_KINDS) == {"mol", "ppa", "code2"}
 
 
-def test_rwse_dense_hand_values():
-    # a triangle: return after 1 step impossible, after 2 steps 1/2, after 3 steps 1/4
-    ei = torch.tensor([[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]])
-    pe = rwse_dense(ei, 3, 3)
-    assert torch.allclose(pe, torch.tensor([[0.0, 0.5, 0.25]] * 3))
+def test_tasks_of_the_four_datasets():
+    hiv, pcba = graph_task("ogbg-molhiv", 1), graph_task("ogbg-molpcba", 128)
+    assert (hiv.node_encoder, hiv.edge_encoder, hiv.head, hiv.target) == (
+        "atom",
+        "bond",
+        "mlp",
+        "binary",
+    )
+    assert (hiv.head_layers, pcba.head_layers, pcba.head) == (3, 1, "mlp")
+    ppa, code2 = graph_task("ogbg-ppa", 37), graph_task("ogbg-code2", 5002, seq_len=5)
+    assert (ppa.node_encoder, ppa.head, ppa.target) == ("ppa", "ppa", "multiclass")
+    assert (code2.node_encoder, code2.edge_encoder, code2.head) == ("ast", "ast", "sequence")
+    assert (code2.target, code2.seq_len) == ("sequence", 5)
 
 
-def test_rwse_batched_and_sparse_match_dense(monkeypatch):
-    gen = torch.Generator().manual_seed(0)
-    sizes = [1, 4, 7, 3, 12, 30, 5]  # includes an isolated node (n = 1)
-    graphs = [
-        _random_graph(gen, n, max(n, 1)) if n > 1 else torch.zeros(2, 0, dtype=torch.long)
-        for n in sizes
-    ]
-    edge_index = torch.cat(graphs, dim=1)
-    node_slices = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()])
-    edge_slices = torch.tensor([0, *torch.tensor([g.shape[1] for g in graphs]).cumsum(0).tolist()])
-    expected = torch.cat([rwse_dense(g, n, 6) for g, n in zip(graphs, sizes, strict=True)])
-    got = rwse_all(edge_index, edge_slices, node_slices, 6)
-    assert torch.allclose(got, expected, atol=1e-6)
-    # graphs above the dense cap take the sparse path (small blocks)
-    monkeypatch.setattr(rwse_module, "DENSE_MAX_NODES", 6)
-    monkeypatch.setattr(rwse_module, "SPARSE_BLOCK", 5)
-    assert torch.allclose(rwse_all(edge_index, edge_slices, node_slices, 6), expected, atol=1e-6)
-    assert torch.allclose(rwse_sparse(graphs[5], 30, 6, block=7), expected[-35:-5], atol=1e-6)
+def test_head_follows_the_task_not_the_dataset():
+    params = replace(graph_params("ogbg-molhiv"), hidden=16, pe_dim=0, rwse_steps=0, layers=1)
+    hiv = build_graph_model(params, graph_task("ogbg-molhiv", 1))
+    assert isinstance(hiv.head, MLPHead)
+    assert [tuple(lin.weight.shape) for lin in hiv.head.lins] == [(8, 16), (4, 8), (1, 4)]
+    pcba = build_graph_model(params, graph_task("ogbg-molpcba", 128))
+    assert [tuple(lin.weight.shape) for lin in pcba.head.lins] == [(128, 16)]
+    # the same task value, whatever dataset it came from, gives the same model
+    task = GraphTask("atom", "bond", "ppa", "multiclass", num_outputs=7)
+    model = build_graph_model(params, task)
+    assert isinstance(model.head, PpaHead) and model.head.lin2.out_features == 7
+    seq = build_graph_model(params, replace(task, head="sequence", seq_len=3))
+    assert isinstance(seq.head, SequenceHead) and len(seq.head.heads) == 3
+    with pytest.raises(ValueError, match="head_layers >= 1, got 0"):
+        build_graph_model(params, replace(task, head="mlp", head_layers=0))
 
 
-def test_rwse_is_cached_on_disk(tmp_path, monkeypatch):
-    gen = torch.Generator().manual_seed(1)
-    edge_index = torch.cat([_random_graph(gen, 5, 6), _random_graph(gen, 4, 4)], dim=1)
-    kwargs = {
-        "edge_index": edge_index,
-        "edge_slices": torch.tensor([0, 12, 20]),
-        "node_slices": torch.tensor([0, 5, 9]),
-        "steps": 4,
-    }
-    calls = []
-    real = rwse_module.rwse_all
-    monkeypatch.setattr(rwse_module, "rwse_all", lambda *a: calls.append(1) or real(*a))
-    path = tmp_path / "processed" / "rwse_k4.pt"
-    first = cached_rwse(path, **kwargs)
-    mtime = path.stat().st_mtime_ns
-    second = cached_rwse(path, **kwargs)
-    assert len(calls) == 1 and path.stat().st_mtime_ns == mtime
-    assert torch.equal(first, second)
-    other = cached_rwse(tmp_path / "processed" / "rwse_k3.pt", **{**kwargs, "steps": 3})
-    assert len(calls) == 2 and torch.allclose(other, first[:, :3])
-    # a stale file (different graphs) is recomputed
-    cached_rwse(path, **{**kwargs, "node_slices": torch.tensor([0, 6, 10])})
-    assert len(calls) == 3
-    assert not list(path.parent.glob("*.tmp"))
+def test_rwse_steps_of_model_and_task_must_agree():
+    params = graph_params("ogbg-molhiv")  # RWSE 20
+    with pytest.raises(ValueError, match="rwse_steps=16"):
+        build_graph_model(params, graph_task("ogbg-molhiv", 1, rwse_steps=16))
+
+
+def test_losses_of_the_targets():
+    batch = Batch.from_data_list(
+        [Data(y=torch.tensor([[1.0, float("nan")]])), Data(y=torch.tensor([[0.0, 1.0]]))]
+    )
+    out = torch.tensor([[2.0, 5.0], [-1.0, 0.5]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 1.0])
+    )
+    assert torch.allclose(TARGETS["binary"].loss(out, batch), expected)  # NaN left out
+    batch = Batch.from_data_list([Data(y=torch.tensor([[2]])), Data(y=torch.tensor([[0]]))])
+    out = torch.tensor([[0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
+    assert torch.allclose(
+        TARGETS["multiclass"].loss(out, batch),
+        torch.nn.functional.cross_entropy(out, torch.tensor([2, 0])),
+    )

@@ -12,7 +12,12 @@ Evaluator metric, and the per-dataset preparation of REFERENCE §3:
   The vocabulary belongs to the returned `GraphDataset`; nothing global grows, so loading twice
   in one process gives identical results.
 - RWSE (optional): random-walk return probabilities, computed once per dataset and step count
-  and cached next to OGB's processed file (`hamgraph.models.rwse`).
+  and cached next to OGB's processed file (`hamgraph.data.rwse`).
+
+What differs between the kinds of OGB graph datasets (mol / ppa / code2: encoders, head,
+target, preparation) is one row each of `GRAPH_KINDS`; what differs between datasets is one
+row each of `GRAPH_SOURCES` (like OGB's master.csv). A model never sees a `GraphDataset`: it
+receives the `GraphTask` (`hamgraph.specs`) that `GraphDataset.task` builds from those rows.
 
 Raw files come from the cache or are copied from the read-only mirror (`hamgraph.data.mirror`);
 OGB writes `processed/` in the cache. OGB's interactive "update the dataset?" question never
@@ -28,7 +33,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,19 +49,24 @@ from hamgraph.atomic import atomic_write_text
 from hamgraph.data.mirror import dataset_lock, ensure_raw_files, fetch_raw_files, quiet_loader
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
+from hamgraph.data.rwse import cached_rwse
 from hamgraph.errors import DatasetUnavailableError, UnknownNameError
+from hamgraph.specs import EdgeEncoderName, GraphTask, HeadName, NodeEncoderName, TargetName
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "GRAPH_KINDS",
     "GRAPH_SOURCES",
     "Code2Transform",
     "Code2Vocab",
     "GraphDataset",
+    "GraphKindRow",
     "GraphSource",
     "augment_edge",
     "clip_graph",
     "get_vocab_mapping",
+    "graph_task",
     "load_graph_dataset",
 ]
 
@@ -81,6 +91,7 @@ class GraphSource:
     raw: tuple[str, ...]  # raw/*.csv.gz files OGB reads
     extra: tuple[str, ...] = ()  # other files the loader reads (code2 mappings)
     url: str = ""
+    head_layers: int = 1  # depth of an "mlp" head (molhiv: 3, i.e. d-d/2-d/4-1; molpcba: 1)
 
     @property
     def files(self) -> list[str]:
@@ -99,6 +110,7 @@ GRAPH_SOURCES: dict[str, GraphSource] = {
         "scaffold",
         _MOL_RAW,
         url=_OGB_URL + "csv_mol_download/hiv.zip",
+        head_layers=3,
     ),
     "ogbg-molpcba": GraphSource(
         "ogbg-molpcba",
@@ -278,6 +290,107 @@ class PpaTransform:
 
 
 # --------------------------------------------------------------------------------------------
+# The per-kind table: one row per kind of OGB graph dataset
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing one kind of dataset found out (sizes known only after loading)."""
+
+    num_outputs: int  # per graph: tasks (mol), classes (ppa), vocabulary size per token (code2)
+    vocab: Code2Vocab | None = None  # code2 only
+    seq_len: int = 1  # tokens predicted per graph (code2)
+    num_node_types: int = 0  # code2 only: AST node types
+    num_node_attributes: int = 0  # code2 only: AST node attributes
+
+
+def _prepare_mol(dataset: Any, split_idx: dict[str, Tensor]) -> Prepared:
+    return Prepared(num_outputs=int(dataset.num_tasks))
+
+
+def _prepare_ppa(dataset: Any, split_idx: dict[str, Tensor]) -> Prepared:
+    dataset.transform = PpaTransform()
+    return Prepared(num_outputs=int(dataset.num_classes))  # 37 species
+
+
+def _prepare_code2(dataset: Any, split_idx: dict[str, Tensor]) -> Prepared:
+    labels = dataset._data.y  # a list of token lists, one per graph
+    vocab = get_vocab_mapping([labels[i] for i in split_idx["train"].tolist()], CODE2_NUM_VOCAB)
+    dataset.transform = Code2Transform(vocab)
+    mapping = Path(dataset.root) / "mapping"
+    x = dataset._data.x
+    return Prepared(
+        num_outputs=vocab.size,
+        vocab=vocab,
+        seq_len=vocab.max_seq_len,
+        num_node_types=max(
+            _read_mapping_size(mapping / "typeidx2type.csv.gz"), int(x[:, 0].max()) + 1
+        ),
+        num_node_attributes=max(
+            _read_mapping_size(mapping / "attridx2attr.csv.gz"), int(x[:, 1].max()) + 1
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GraphKindRow:
+    """The facts shared by every dataset of one kind (REFERENCE §3)."""
+
+    kind: GraphKind
+    node_encoder: NodeEncoderName
+    edge_encoder: EdgeEncoderName
+    head: HeadName  # the head's family; its depth is the dataset's (`GraphSource.head_layers`)
+    target: TargetName  # the loss and the evaluator's input format
+    prepare: Callable[[Any, dict[str, Tensor]], Prepared]  # sets the transform, finds the sizes
+
+
+GRAPH_KINDS: dict[GraphKind, GraphKindRow] = {
+    "mol": GraphKindRow("mol", "atom", "bond", "mlp", "binary", _prepare_mol),
+    "ppa": GraphKindRow("ppa", "ppa", "ppa", "ppa", "multiclass", _prepare_ppa),
+    "code2": GraphKindRow("code2", "ast", "ast", "sequence", "sequence", _prepare_code2),
+}
+
+
+def _graph_source(name: str, task: str = "graph") -> GraphSource:
+    source = GRAPH_SOURCES.get(name)
+    if source is None or task != "graph":
+        raise UnknownNameError(
+            f"{name!r} is not a graph-classification dataset; "
+            f"valid names: {', '.join(GRAPH_SOURCES)}"
+        )
+    return source
+
+
+def graph_task(
+    name: str,
+    num_outputs: int,
+    *,
+    rwse_steps: int = 0,
+    seq_len: int = 1,
+    num_node_types: int = 0,
+    num_node_attributes: int = 0,
+) -> GraphTask:
+    """The GraphTask of dataset `name`: its kind's row and its own row, plus the given sizes.
+
+    `load_graph_dataset` builds every task through here; tests build one without any data.
+    """
+    source = _graph_source(name)
+    row = GRAPH_KINDS[source.kind]
+    return GraphTask(
+        node_encoder=row.node_encoder,
+        edge_encoder=row.edge_encoder,
+        head=row.head,
+        target=row.target,
+        num_outputs=num_outputs,
+        head_layers=source.head_layers,
+        seq_len=seq_len,
+        num_node_types=num_node_types,
+        num_node_attributes=num_node_attributes,
+        rwse_steps=rwse_steps,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # The dataset value
 
 
@@ -290,20 +403,21 @@ class GraphDataset:
     dataset: Any  # ogb PygGraphPropPredDataset (every graph; transform set)
     split_idx: dict[str, Tensor]  # "train" / "valid" / "test" -> graph indices
     num_tasks: int  # OGB's number of tasks (molpcba: 128)
-    num_outputs: int  # width of the prediction per graph (ppa: 37 classes; code2: vocab size)
     eval_metric: str  # the OGB Evaluator key: "rocauc" | "ap" | "acc" | "F1"
-    rwse_steps: int = 0  # > 0: every graph carries `rwse` [num_nodes, rwse_steps]
-    vocab: Code2Vocab | None = None  # code2 only
-    num_node_types: int = 0  # code2 only: AST node types
-    num_node_attributes: int = 0  # code2 only: AST node attributes
+    task: GraphTask  # all a model and its loss are told about this dataset
+    vocab: Code2Vocab | None = None  # code2 only: decodes predicted token indices
 
     @property
     def name(self) -> str:
         return self.info.name
 
     @property
-    def kind(self) -> GraphKind:
-        return self.source.kind
+    def num_outputs(self) -> int:
+        return self.task.num_outputs
+
+    @property
+    def rwse_steps(self) -> int:
+        return self.task.rwse_steps
 
     @property
     def root(self) -> Path:
@@ -417,8 +531,6 @@ def _node_slices(dataset: Any) -> Tensor:
 
 def _attach_rwse(dataset: Any, steps: int) -> None:
     """Compute (or read the cached) RWSE and store it as the node attribute `rwse`."""
-    from hamgraph.models.rwse import cached_rwse
-
     node_slices = _node_slices(dataset)
     pe = cached_rwse(
         Path(dataset.processed_dir) / f"rwse_k{steps}.pt",
@@ -439,12 +551,7 @@ def load_graph_dataset(info: DatasetInfo, paths: DataPaths, rwse_steps: int = 0)
     the cache nor in the mirror (and cannot be downloaded), UnknownNameError for other datasets.
     Each call builds a fresh dataset object (nothing global), so loading twice is identical.
     """
-    source = GRAPH_SOURCES.get(info.name)
-    if source is None or info.task != "graph":
-        raise UnknownNameError(
-            f"{info.name!r} is not a graph-classification dataset; "
-            f"valid names: {', '.join(GRAPH_SOURCES)}"
-        )
+    source = _graph_source(info.name, info.task)
     if rwse_steps < 0:
         raise ValueError(f"rwse_steps must be >= 0, got {rwse_steps}")
     dataset, split_idx = _open_ogb(source, paths)
@@ -452,36 +559,21 @@ def load_graph_dataset(info: DatasetInfo, paths: DataPaths, rwse_steps: int = 0)
         with dataset_lock(paths, source.dir_name):
             _attach_rwse(dataset, rwse_steps)
 
-    num_tasks = int(dataset.num_tasks)
-    vocab: Code2Vocab | None = None
-    node_types = node_attributes = 0
-    if source.kind == "mol":
-        num_outputs = num_tasks
-    elif source.kind == "ppa":
-        num_outputs = int(dataset.num_classes)  # 37 species
-        dataset.transform = PpaTransform()
-    else:
-        labels = dataset._data.y  # a list of token lists, one per graph
-        vocab = get_vocab_mapping([labels[i] for i in split_idx["train"].tolist()], CODE2_NUM_VOCAB)
-        num_outputs = vocab.size
-        dataset.transform = Code2Transform(vocab)
-        mapping = Path(dataset.root) / "mapping"
-        node_types = _read_mapping_size(mapping / "typeidx2type.csv.gz")
-        node_attributes = _read_mapping_size(mapping / "attridx2attr.csv.gz")
-        x = dataset._data.x
-        node_types = max(node_types, int(x[:, 0].max()) + 1)
-        node_attributes = max(node_attributes, int(x[:, 1].max()) + 1)
-
+    prepared = GRAPH_KINDS[source.kind].prepare(dataset, split_idx)
     return GraphDataset(
         info=info,
         source=source,
         dataset=dataset,
         split_idx=split_idx,
-        num_tasks=num_tasks,
-        num_outputs=num_outputs,
+        num_tasks=int(dataset.num_tasks),
         eval_metric=OGB_METRIC[info.metric],
-        rwse_steps=rwse_steps,
-        vocab=vocab,
-        num_node_types=node_types,
-        num_node_attributes=node_attributes,
+        task=graph_task(
+            info.name,
+            prepared.num_outputs,
+            rwse_steps=rwse_steps,
+            seq_len=prepared.seq_len,
+            num_node_types=prepared.num_node_types,
+            num_node_attributes=prepared.num_node_attributes,
+        ),
+        vocab=prepared.vocab,
     )

@@ -1,7 +1,10 @@
 """GCN+ for graph classification (GNN+, ICML 2025; REFERENCE §3).
 
     node encoder (+ RWSE) ─► L x [GCNPlusConv ─► BN ─► ReLU ─► dropout ─► (+ h_in) ─► FFN]
-                         ─► mean pooling ─► dataset head
+                         ─► mean pooling ─► head
+
+The encoders and the head are the ones a `GraphTask` (hamgraph.specs) names; the model never
+sees a dataset.
 
 The conv `h'_i = sum_{j in N(i)} ReLU(W h_j + e_ij) + b` holds W and b only (a MessagePassing
 module), so HAM, which targets the parameters of MessagePassing submodules, touches exactly the
@@ -26,7 +29,6 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import MessagePassing, global_mean_pool
 
-from hamgraph.data.ogbg import GraphDataset
 from hamgraph.models.encoders import (
     ASTEdgeEncoder,
     ASTNodeEncoder,
@@ -37,9 +39,18 @@ from hamgraph.models.encoders import (
     RWSEEncoder,
     atom_node_encoder,
 )
-from hamgraph.specs import GraphParams
+from hamgraph.specs import EdgeEncoderName, GraphParams, GraphTask, HeadName, NodeEncoderName
 
-__all__ = ["FeedForward", "GCNPlus", "GCNPlusConv", "GCNPlusLayer", "build_graph_model"]
+__all__ = [
+    "EDGE_ENCODERS",
+    "HEADS",
+    "NODE_ENCODERS",
+    "FeedForward",
+    "GCNPlus",
+    "GCNPlusConv",
+    "GCNPlusLayer",
+    "build_graph_model",
+]
 
 
 class GCNPlusConv(MessagePassing):
@@ -101,7 +112,7 @@ class GCNPlusLayer(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """Linear layers with ReLU between them (molhiv: 256-128-64-1)."""
+    """Linear layers with ReLU between them (molhiv: 256-128-64-1; molpcba: one Linear)."""
 
     def __init__(self, sizes: list[int]) -> None:
         super().__init__()
@@ -167,47 +178,49 @@ class GCNPlus(nn.Module):
         return self.head(global_mean_pool(h, batch.batch, size=batch.num_graphs))
 
 
-def _head(dataset: GraphDataset, dim: int) -> nn.Module:
-    """The prediction head of REFERENCE §3 for each dataset."""
-    heads: dict[str, Callable[[], nn.Module]] = {
-        "ogbg-molhiv": lambda: MLPHead([dim, dim // 2, dim // 4, dataset.num_outputs]),
-        "ogbg-molpcba": lambda: nn.Linear(dim, dataset.num_outputs),
-        "ogbg-ppa": lambda: PpaHead(dim, dataset.num_outputs),
-        "ogbg-code2": lambda: SequenceHead(
-            dim, dataset.num_outputs, dataset.vocab.max_seq_len if dataset.vocab else 5
-        ),
-    }
-    return heads[dataset.name]()
+def _mlp_head(dim: int, task: GraphTask) -> nn.Module:
+    """`head_layers` Linear layers whose widths halve: 3 -> d, d/2, d/4 -> num_outputs."""
+    if task.head_layers < 1:
+        raise ValueError(f"an mlp head needs head_layers >= 1, got {task.head_layers}")
+    return MLPHead([dim // 2**i for i in range(task.head_layers)] + [task.num_outputs])
 
 
-def _encoders(dataset: GraphDataset, node_dim: int, dim: int) -> tuple[nn.Module, nn.Module]:
-    if dataset.kind == "mol":
-        return atom_node_encoder(node_dim), BondEncoder(dim)
-    if dataset.kind == "ppa":
-        return PpaNodeEncoder(node_dim), PpaEdgeEncoder(dim)
-    return (
-        ASTNodeEncoder(node_dim, dataset.num_node_types, dataset.num_node_attributes),
-        ASTEdgeEncoder(dim),
-    )
+# What each name of a GraphTask builds (REFERENCE §3); plain dicts, filled here and nowhere else.
+HEADS: dict[HeadName, Callable[[int, GraphTask], nn.Module]] = {
+    "mlp": _mlp_head,
+    "ppa": lambda dim, task: PpaHead(dim, task.num_outputs),
+    "sequence": lambda dim, task: SequenceHead(dim, task.num_outputs, task.seq_len),
+}
+NODE_ENCODERS: dict[NodeEncoderName, Callable[[int, GraphTask], nn.Module]] = {
+    "atom": lambda dim, task: atom_node_encoder(dim),
+    "ppa": lambda dim, task: PpaNodeEncoder(dim),
+    "ast": lambda dim, task: ASTNodeEncoder(dim, task.num_node_types, task.num_node_attributes),
+}
+EDGE_ENCODERS: dict[EdgeEncoderName, Callable[[int], nn.Module]] = {
+    "bond": BondEncoder,
+    "ppa": PpaEdgeEncoder,
+    "ast": ASTEdgeEncoder,
+}
 
 
-def build_graph_model(params: GraphParams, dataset: GraphDataset) -> GCNPlus:
-    """GCN+ with the encoders and head of `dataset` and the sizes of `params`."""
-    if params.rwse_steps and dataset.rwse_steps != params.rwse_steps:
+def build_graph_model(params: GraphParams, task: GraphTask) -> GCNPlus:
+    """GCN+ with the encoders and head that `task` names and the sizes of `params`."""
+    if params.rwse_steps and task.rwse_steps != params.rwse_steps:
         raise ValueError(
             f"the model wants RWSE with {params.rwse_steps} steps, but the dataset was loaded "
-            f"with rwse_steps={dataset.rwse_steps}"
+            f"with rwse_steps={task.rwse_steps}"
         )
     use_pe = params.rwse_steps > 0 and params.pe_dim > 0
     if use_pe and params.pe_dim >= params.hidden:
         raise ValueError(f"pe_dim ({params.pe_dim}) must be < hidden ({params.hidden})")
     node_dim = params.hidden - params.pe_dim if use_pe else params.hidden
-    features, edge_encoder = _encoders(dataset, node_dim, params.hidden)
+    features = NODE_ENCODERS[task.node_encoder](node_dim, task)
+    edge_encoder = EDGE_ENCODERS[task.edge_encoder](params.hidden)
     rwse = RWSEEncoder(params.rwse_steps, params.pe_dim) if use_pe else None
     return GCNPlus(
         NodeEncoder(features, rwse),
         edge_encoder,
-        _head(dataset, params.hidden),
+        HEADS[task.head](params.hidden, task),
         hidden=params.hidden,
         layers=params.layers,
         dropout=params.dropout,

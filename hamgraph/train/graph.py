@@ -21,7 +21,8 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,26 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from hamgraph.atomic import atomic_path
-from hamgraph.data.ogbg import GraphDataset, load_graph_dataset
+from hamgraph.data.ogbg import Code2Vocab, GraphDataset, load_graph_dataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
 from hamgraph.errors import UserInputError
 from hamgraph.models.gcnplus import build_graph_model
 from hamgraph.optim import build_optimizer, ham_target_params
-from hamgraph.specs import EpochStats, GraphParams, RunResult, RunSpec
+from hamgraph.specs import EpochStats, GraphParams, GraphTask, RunResult, RunSpec, TargetName
 from hamgraph.train.common import BestTracker, WeightDiagnostics, divergence_reason, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpointer", "NullCheckpointer", "train_graph_run", "warmup_cosine"]
+__all__ = [
+    "TARGETS",
+    "Checkpointer",
+    "NullCheckpointer",
+    "TargetRules",
+    "evaluate",
+    "train_graph_run",
+    "warmup_cosine",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -71,17 +80,62 @@ def warmup_cosine(warmup_epochs: int, epochs: int):
     return factor
 
 
-def _loss(data: GraphDataset, out: Tensor, batch: Any) -> Tensor:
-    """Mean training loss of a batch (no host sync)."""
-    if data.kind == "mol":  # multi-task binary, NaN = unlabeled (molpcba)
-        y = batch.y.view(out.shape).to(out.dtype)
-        labeled = ~torch.isnan(y)
-        losses = F.binary_cross_entropy_with_logits(out, torch.nan_to_num(y), reduction="none")
-        return (losses * labeled).sum() / labeled.sum().clamp(min=1)
-    if data.kind == "ppa":
-        return F.cross_entropy(out, batch.y.view(-1))
-    # code2: mean cross-entropy over the 5 predicted tokens
+def _binary_loss(out: Tensor, batch: Any) -> Tensor:
+    """Multi-task binary cross-entropy; NaN labels (molpcba) are unlabeled and left out."""
+    y = batch.y.view(out.shape).to(out.dtype)
+    labeled = ~torch.isnan(y)
+    losses = F.binary_cross_entropy_with_logits(out, torch.nan_to_num(y), reduction="none")
+    return (losses * labeled).sum() / labeled.sum().clamp(min=1)
+
+
+def _multiclass_loss(out: Tensor, batch: Any) -> Tensor:
+    return F.cross_entropy(out, batch.y.view(-1))
+
+
+def _sequence_loss(out: Tensor, batch: Any) -> Tensor:
+    """Mean cross-entropy over the predicted tokens ([B, seq_len, vocab] vs y_arr [B, seq_len])."""
     return F.cross_entropy(out.reshape(-1, out.size(-1)), batch.y_arr.view(-1))
+
+
+def _binary_inputs(preds: list[Tensor], trues: list[Any], vocab: Code2Vocab | None) -> dict:
+    return {"y_true": torch.cat(trues).cpu(), "y_pred": torch.cat(preds).cpu()}
+
+
+def _sequence_inputs(preds: list[Tensor], trues: list[Any], vocab: Code2Vocab | None) -> dict:
+    if vocab is None:
+        raise UserInputError("a sequence target needs the dataset's vocabulary to decode")
+    pred = torch.cat(preds).cpu()  # one transfer per split
+    refs = [seq for batch_refs in trues for seq in batch_refs]
+    return {"seq_ref": refs, "seq_pred": [vocab.decode(row) for row in pred]}
+
+
+@dataclass(frozen=True)
+class TargetRules:
+    """How one `GraphTask.target` is trained and handed to the OGB Evaluator."""
+
+    loss: Callable[[Tensor, Any], Tensor]  # (logits, batch) -> mean loss, no host sync
+    predict: Callable[[Tensor, Any], tuple[Tensor, Any]]  # (logits, batch) -> (pred, truth)
+    inputs: Callable[[list[Tensor], list[Any], Code2Vocab | None], dict]  # -> Evaluator input
+
+
+TARGETS: dict[TargetName, TargetRules] = {
+    "binary": TargetRules(
+        _binary_loss, lambda out, batch: (out.float(), batch.y.view(out.shape)), _binary_inputs
+    ),
+    "multiclass": TargetRules(
+        _multiclass_loss,
+        lambda out, batch: (out.argmax(dim=-1, keepdim=True), batch.y.view(-1, 1)),
+        _binary_inputs,
+    ),
+    "sequence": TargetRules(
+        _sequence_loss, lambda out, batch: (out.argmax(dim=-1), batch.y), _sequence_inputs
+    ),
+}
+
+
+def _loss(task: GraphTask, out: Tensor, batch: Any) -> Tensor:
+    """Mean training loss of a batch (no host sync)."""
+    return TARGETS[task.target].loss(out, batch)
 
 
 @torch.no_grad()
@@ -90,27 +144,15 @@ def evaluate(
 ) -> float:
     """The OGB Evaluator's metric on one split; NaN when it is undefined (e.g. one class)."""
     model.eval()
+    rules = TARGETS[data.task.target]
     preds: list[Tensor] = []
-    trues: list[Tensor] = []
-    refs: list[list[str]] = []
+    trues: list[Any] = []
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        out = model(batch)
-        if data.kind == "mol":
-            preds.append(out.float())
-            trues.append(batch.y.view(out.shape))
-        elif data.kind == "ppa":
-            preds.append(out.argmax(dim=-1, keepdim=True))
-            trues.append(batch.y.view(-1, 1))
-        else:
-            preds.append(out.argmax(dim=-1))
-            refs.extend(batch.y)
-    pred = torch.cat(preds).cpu()  # one transfer per split
-    if data.kind == "code2":
-        assert data.vocab is not None
-        inputs = {"seq_ref": refs, "seq_pred": [data.vocab.decode(row) for row in pred]}
-    else:
-        inputs = {"y_true": torch.cat(trues).cpu(), "y_pred": pred}
+        pred, true = rules.predict(model(batch), batch)
+        preds.append(pred)
+        trues.append(true)
+    inputs = rules.inputs(preds, trues, data.vocab)
     try:
         return float(evaluator.eval(inputs)[data.eval_metric])
     except RuntimeError as exc:  # OGB: "No positively labeled data available..."
@@ -197,7 +239,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _train_epoch(
     model: nn.Module,
     loader: DataLoader,
-    data: GraphDataset,
+    task: GraphTask,
     optimizer: Optimizer,
     grad_clip: float,
     device: torch.device,
@@ -210,7 +252,7 @@ def _train_epoch(
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = _loss(data, model(batch), batch)
+        loss = _loss(task, model(batch), batch)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -243,7 +285,7 @@ def train_graph_run(
     # --- data, model, optimizer, schedule (seeded, so the initial weights are the run's own)
     seed_everything(spec.seed)
     data = load_graph_dataset(info, paths, rwse_steps=params.rwse_steps)
-    model = build_graph_model(params, data).to(device)
+    model = build_graph_model(params, data.task).to(device)
     optimizer = build_optimizer(
         model, base="adamw", lr=params.lr, weight_decay=params.weight_decay, ham=spec.ham
     )
@@ -318,7 +360,7 @@ def train_graph_run(
             total=len(train_loader), desc=f"epoch {epoch}", unit="batch", disable=None, leave=False
         ) as bar:
             loss_t = _train_epoch(
-                model, train_loader, data, optimizer, params.grad_clip, device, bar
+                model, train_loader, data.task, optimizer, params.grad_clip, device, bar
             )
         flips_t, mean_abs_t = diagnostics.update()
         loss = float(loss_t)  # the one sync of the training phase
