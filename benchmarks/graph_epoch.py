@@ -24,7 +24,7 @@ from hamgraph.data.registry import resolve_dataset
 from hamgraph.models.gcnplus import build_graph_model
 from hamgraph.optim import build_optimizer
 from hamgraph.presets.graph import graph_params
-from hamgraph.specs import HamSettings
+from hamgraph.specs import HamSettings, OptimizerSpec
 from hamgraph.train import resolve_device
 from hamgraph.train.graph import _loss, evaluate
 
@@ -88,7 +88,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_graph_model(params, data.task).to(device)
         optimizer = build_optimizer(
-            model, base="adamw", lr=params.lr, weight_decay=params.weight_decay, ham=ham
+            model, OptimizerSpec("adamw", ham=ham), lr=params.lr, weight_decay=params.weight_decay
         )
         loader = DataLoader(
             data.train,

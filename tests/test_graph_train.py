@@ -18,7 +18,7 @@ from test_graph_data import (  # molhiv_subset: a session fixture
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.presets.graph import graph_params
-from hamgraph.specs import HamSettings, RunSpec
+from hamgraph.specs import HamSettings, OptimizerSpec, RunSpec
 from hamgraph.train import execute
 from hamgraph.train import graph as graph_trainer
 
@@ -47,7 +47,7 @@ def _spec(epochs: int = 3, ham: HamSettings | None = PAPER_HAM) -> RunSpec:
         warmup_epochs=1,
         lr=1e-3,
     )
-    return RunSpec("ogbg-molhiv", "gcnplus", params, ham, run=0, seed=0)
+    return RunSpec("ogbg-molhiv", "gcnplus", params, OptimizerSpec("adamw", ham=ham), run=0, seed=0)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_same_seed_same_numbers_and_adam_differs(paths):
     assert [h.loss for h in a.history] == [h.loss for h in b.history]
     assert (a.val, a.test) == (b.val, b.test)
     assert adam.history[1].loss != a.history[1].loss
-    assert adam.spec.optimizer == "adam" and adam.ok
+    assert adam.spec.ham is None and adam.spec.optimizer_label == "adamw" and adam.ok
 
 
 def _comparable(result):
@@ -156,7 +156,7 @@ def test_other_datasets_train_one_epoch(dataset, writer, rwse, offline_paths):
         rwse_steps=rwse,
         pe_dim=4 if rwse else 0,
     )
-    spec = RunSpec(dataset, "gcnplus", params, PAPER_HAM, run=0, seed=0)
+    spec = RunSpec(dataset, "gcnplus", params, OptimizerSpec("adamw", ham=PAPER_HAM), run=0, seed=0)
     result = graph_trainer.train_graph_run(spec, info, offline_paths, CPU, None)
     assert result.ok, result.reason
     assert result.metric == info.metric and result.epochs == 2
