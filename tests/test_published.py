@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import tomllib
 from scipy import stats
 
 from hamgraph.compare import (
@@ -192,6 +191,7 @@ def test_published_best_agrees_with_the_paper_best_presets() -> None:
 
 def test_shipped_sources_are_package_data() -> None:
     assert "ham-paper" in list_sources()
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["hamgraph"]
