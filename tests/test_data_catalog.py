@@ -12,13 +12,12 @@ from hamgraph.data.paths import CACHE_ENV, MIRROR_ENV
 from hamgraph.errors import UnknownNameError
 
 
-def test_print_datasets_table(
-    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_datasets_table(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(MIRROR_ENV, str(mirror))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    assert catalog.print_datasets(["cora", "pubmed", "ogbg-molhiv", "csbm-h0.2", "wikics"]) == 0
-    out = capsys.readouterr().out
+    out = catalog.format_datasets(["cora", "pubmed", "ogbg-molhiv", "csbm-h0.2", "wikics"])
     header = out.splitlines()[0].split()
     assert header == [
         "dataset",
@@ -46,17 +45,15 @@ def test_print_datasets_table(
         raise AssertionError("statistics recomputed")
 
     monkeypatch.setattr(catalog, "node_stats", no_load)
-    catalog.print_datasets(["cora"])
-    assert "0.771" in capsys.readouterr().out
+    assert "0.771" in catalog.format_datasets(["cora"])
 
 
-def test_print_all_datasets_offline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_all_datasets_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    assert catalog.print_datasets([]) == 0
-    out = capsys.readouterr().out
+    out = catalog.format_datasets([])
     first_words = {line.split()[0] for line in out.splitlines() if line.strip()}
     assert {"cora", "ogbn-arxiv", "minesweeper", "ogbg-code2", "csbm"} <= first_words
     assert "rocauc" in out and "fixed-10" in out and "wikics-20" in out
@@ -64,4 +61,4 @@ def test_print_all_datasets_offline(
 
 def test_unknown_name() -> None:
     with pytest.raises(UnknownNameError, match="nope"):
-        catalog.print_datasets(["cora", "nope"])
+        catalog.format_datasets(["cora", "nope"])

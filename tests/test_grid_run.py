@@ -18,7 +18,8 @@ import hamgraph.train
 from hamgraph.cli import main
 from hamgraph.config import load_config
 from hamgraph.errors import DatasetUnavailableError
-from hamgraph.grid import expand, run_grid, summary_table
+from hamgraph.cells import format_summary, summarize
+from hamgraph.grid import expand, run_grid
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 from hamgraph.store import RUN_COLUMNS, ResultStore
 
@@ -51,14 +52,19 @@ class FakeTrainer:
         self.calls.append(spec.key())
         if spec.dataset in self.unavailable:
             raise DatasetUnavailableError(f"{spec.dataset}: raw files missing")
-        if spec.optimizer in self.crash:
+        if spec.optimizer.kind in self.crash:
             raise RuntimeError("CUDA out of memory (pretend)")
         history = [EpochStats(e, 1 / e, 0.5, 0.5, 0.5, 0.01, 0, 0.1) for e in (1, 2, 3)]
-        if spec.optimizer in self.diverge:
+        if spec.optimizer.kind in self.diverge:
             return RunResult(spec, "accuracy", "failed", math.nan, math.nan, 0, 1, 0.01,
                              reason="loss became nan at epoch 2", history=history[:1])
         val = 0.5 + 0.1 * spec.run + (0.05 if spec.ham else 0.0)
         return RunResult(spec, "accuracy", "ok", val, val - 0.1, 2, 3, 0.01, history=history)
+
+
+def run_code(grid_file: Path, **kwargs) -> int:
+    """`hamgraph run`'s exit code without the CLI; one run at a time, like the fake trainer."""
+    return 1 if run_grid(grid_file, pack="off", **kwargs).failed else 0
 
 
 @pytest.fixture
@@ -79,7 +85,8 @@ def test_run_resume_and_summary(
     fake: FakeTrainer, grid_file: Path, tmp_path: Path, capsys, caplog
 ) -> None:
     out = tmp_path / "out"
-    assert run_grid(grid_file, out=out, device="cpu") == 0
+    outcome = run_grid(grid_file, out=out, device="cpu", pack="off")
+    assert not outcome.failed
     specs = expand(load_config(grid_file))
     assert fake.calls == [s.key() for s in specs]  # stable order, each once
     frame = ResultStore(out).frame()
@@ -88,14 +95,14 @@ def test_run_resume_and_summary(
     assert set(frame["status"]) == {"ok"}
     assert (out / "config.yaml").is_file() and load_config(out / "config.yaml").run_name == "fake"
     assert not (out / "checkpoints").exists()  # empty checkpoint dirs are not kept
-    table = capsys.readouterr().out
+    table = format_summary(outcome.summary)
     assert "csbm-h0.8-n200" in table and "ham(10, 0.01)" in table and "nham(-10, 0)" in table
     assert "60.00 ± 7.07" in table  # adam: val 0.5, 0.6 -> mean ± sample std, x100
 
     csv_before = (out / "runs.csv").read_bytes()
     fake.calls.clear()
     with caplog.at_level(logging.INFO, logger="hamgraph"):
-        assert run_grid(grid_file, out=out, device="cpu") == 0
+        assert run_code(grid_file, out=out, device="cpu") == 0
     assert fake.calls == []  # nothing trained again
     assert f"resuming: {N_SPECS} of {N_SPECS} runs already finished" in caplog.text
     assert (out / "runs.csv").read_bytes() == csv_before
@@ -105,7 +112,7 @@ def test_default_out_dir_is_results_name_under_cwd(
     fake: FakeTrainer, grid_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["run", str(grid_file)]) == 0
+    assert main(["run", str(grid_file), "--pack", "off"]) == 0
     assert len(ResultStore(tmp_path / "results" / "fake").frame()) == N_SPECS
 
 
@@ -116,7 +123,7 @@ def test_failed_runs_are_recorded_errors_are_retried(
     fake.diverge = {"ham"}
     fake.crash = {"nham"}
     with caplog.at_level(logging.INFO, logger="hamgraph"):
-        assert run_grid(grid_file, out=out, device="cpu") == 1
+        assert run_code(grid_file, out=out, device="cpu") == 1
     assert len(fake.calls) == N_SPECS  # the grid went on after each failure
     assert "RuntimeError: CUDA out of memory" in caplog.text
     frame = ResultStore(out).frame()
@@ -124,14 +131,14 @@ def test_failed_runs_are_recorded_errors_are_retried(
     diverged = frame[frame["optimizer"] == "ham"]
     assert set(diverged["status"]) == {"failed"} and diverged["val"].isna().all()
     assert set(diverged["reason"]) == {"loss became nan at epoch 2"}
-    summary = summary_table(frame)
+    summary = summarize(frame)
     ham = summary[summary["optimizer"] == "ham"]
     assert list(ham["failed"]) == [2, 2] and list(ham["n"]) == [0, 0]
 
     # rerun: diverged runs are final; only the runs that raised are tried again
     fake.calls.clear()
     fake.crash = set()
-    assert run_grid(grid_file, out=out, device="cpu") == 1  # the diverged ones still count
+    assert run_code(grid_file, out=out, device="cpu") == 1  # the diverged ones still count
     assert sorted(fake.calls) == sorted(k for k in frame_keys_expected(grid_file) if "-nham-" in k)
     assert len(ResultStore(out).frame()) == N_SPECS
 
@@ -145,7 +152,7 @@ def test_unavailable_dataset_skips_its_runs(
 ) -> None:
     fake.unavailable = {"csbm-h0.8-n200"}
     with caplog.at_level(logging.INFO, logger="hamgraph"):
-        assert run_grid(grid_file, out=tmp_path / "out", device="cpu") == 1
+        assert run_code(grid_file, out=tmp_path / "out", device="cpu") == 1
     assert sum("csbm-h0.8-n200" in key for key in fake.calls) == 1  # tried once, then skipped
     assert sum("csbm-h0.2-n200" in key for key in fake.calls) == 6
     assert "raw files missing" in caplog.text
@@ -157,12 +164,12 @@ def test_ctrl_c_keeps_finished_results_and_exits_130(
 ) -> None:
     out = tmp_path / "out"
     fake.interrupt_at = 3
-    assert main(["run", str(grid_file), "--out", str(out)]) == 130
+    assert main(["run", str(grid_file), "--out", str(out), "--pack", "off"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len(ResultStore(out).finished_keys()) == 3
     fake.interrupt_at = None
     fake.calls.clear()
-    assert main(["run", str(grid_file), "--out", str(out)]) == 0
+    assert main(["run", str(grid_file), "--out", str(out), "--pack", "off"]) == 0
     assert len(fake.calls) == N_SPECS - 3
     assert len(ResultStore(out).frame()) == N_SPECS
 
@@ -171,11 +178,11 @@ def test_fresh_moves_the_old_results_aside(
     fake: FakeTrainer, grid_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    assert run_grid(grid_file, out=out, device="cpu") == 0
+    assert run_code(grid_file, out=out, device="cpu") == 0
     old_csv = (out / "runs.csv").read_bytes()
     (out / "notes.txt").write_text("mine")
     fake.calls.clear()
-    assert run_grid(grid_file, out=out, device="cpu", fresh=True) == 0
+    assert run_code(grid_file, out=out, device="cpu", fresh=True) == 0
     assert len(fake.calls) == N_SPECS  # everything trained again
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("out.old-")]
     assert len(moved) == 1
@@ -184,28 +191,32 @@ def test_fresh_moves_the_old_results_aside(
     assert not (out / "notes.txt").exists()
 
 
-def test_summary_table_numbers() -> None:
+def test_summary_numbers() -> None:
+    base = {"dataset": ["cora"] * 4, "model": ["gcn"] * 4, "metric": ["accuracy"] * 4}
     frame = pd.DataFrame(
         {
-            "dataset": ["cora"] * 4,
-            "model": ["gcn"] * 4,
+            **base,
             "optimizer": ["adam", "adam", "ham", "ham"],
+            "base": ["adam"] * 4,
+            "base_options": [""] * 4,
             "alpha": [math.nan, math.nan, 200.0, 200.0],
             "beta": [math.nan, math.nan, 0.1, 0.1],
-            "metric": ["accuracy"] * 4,
+            "clamp": [math.nan, math.nan, 5.0, 5.0],
+            "mask_beta": ["", "", "true", "true"],
+            "sign_source": ["", "", "current", "current"],
             "val": [0.80, 0.82, 0.90, math.nan],
             "test": [0.70, 0.74, 0.85, math.nan],
             "status": ["ok", "ok", "ok", "failed"],
         }
     )
-    table = summary_table(frame)
-    assert list(table["optimizer"]) == ["adam", "ham"]
+    table = summarize(frame)
+    assert list(table["label"]) == ["adam", "ham(200, 0.1)"]
     adam, ham = table.iloc[0], table.iloc[1]
     assert adam["n"] == 2 and adam["failed"] == 0
     assert adam["val_mean"] == pytest.approx(81.0) and adam["test_std"] == pytest.approx(2.828427)
     assert ham["n"] == 1 and ham["failed"] == 1 and ham["test_mean"] == pytest.approx(85.0)
     assert math.isnan(ham["test_std"])
-    assert summary_table(frame.iloc[:0]).empty
+    assert summarize(frame.iloc[:0]).empty
 
 
 # --- end to end: the real trainer on a tiny CSBM, in a subprocess ----------------------------

@@ -16,14 +16,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hamgraph.specs import EpochStats, HamSettings, NodeParams, RunResult, RunSpec
+from hamgraph.specs import (
+    EpochStats,
+    HamSettings,
+    NodeParams,
+    OptimizerSpec,
+    RunResult,
+    RunSpec,
+)
 from hamgraph.store import RUN_COLUMNS, ResultStore
 
 PARAMS = NodeParams(lr=0.01, hidden=16, layers=2, dropout=0.5, weight_decay=5e-4, epochs=3)
 
 
 def make_result(run: int = 0, ham: HamSettings | None = None, status: str = "ok") -> RunResult:
-    spec = RunSpec("csbm-h0.8", "gcn", PARAMS, ham, run=run, seed=run)
+    spec = RunSpec("csbm-h0.8", "gcn", PARAMS, OptimizerSpec("adam", ham=ham), run=run, seed=run)
     history = [
         EpochStats(e, 1.0 / e, 0.5 + e / 100, 0.4 + e / 100, 0.3 + e / 100, 0.01, e, 0.1)
         for e in (1, 2, 3)
@@ -70,7 +77,7 @@ def test_add_writes_record_history_and_row(tmp_path: Path) -> None:
 
     # the record is standard JSON and reloads into the same RunResult
     record = json.loads((store.root / "records" / f"{failed.spec.key()}.json").read_text())
-    assert record["val"] is None and record["spec"]["ham"]["alpha"] == -10
+    assert record["val"] is None and record["spec"]["optimizer"]["ham"]["alpha"] == -10
     for original in (ok, failed):
         loaded = store.load(original.spec.key())
         assert loaded.spec == original.spec and loaded.spec.key() == original.spec.key()

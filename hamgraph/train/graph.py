@@ -287,7 +287,7 @@ def train_graph_run(
     data = load_graph_dataset(info, paths, rwse_steps=params.rwse_steps)
     model = build_graph_model(params, data.task).to(device)
     optimizer = build_optimizer(
-        model, base="adamw", lr=params.lr, weight_decay=params.weight_decay, ham=spec.ham
+        model, spec.optimizer, lr=params.lr, weight_decay=params.weight_decay
     )
     scheduler = LambdaLR(optimizer, warmup_cosine(params.warmup_epochs, params.epochs))
     evaluator = data.evaluator()
@@ -314,12 +314,7 @@ def train_graph_run(
     diagnostics = WeightDiagnostics(ham_target_params(model))  # signs as of the last epoch
 
     pin = device.type == "cuda"
-    loader_args = {
-        "batch_size": params.batch_size,
-        "num_workers": params.num_workers,
-        "pin_memory": pin,
-        "persistent_workers": params.num_workers > 0,
-    }
+    loader_args = {"batch_size": params.batch_size, "pin_memory": pin}  # in-memory: no workers
     # every loader has its own generator, so loading never consumes the global RNG (dropout)
     shuffle = torch.Generator()
     train_loader = DataLoader(data.train, shuffle=True, generator=shuffle, **loader_args)
