@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.errors import UserInputError
-from hamgraph.specs import RunResult, RunSpec
+from hamgraph.specs import EpochStats, RunResult, RunSpec
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -30,17 +31,19 @@ def execute(
     paths: DataPaths,
     device: torch.device,
     checkpoint_dir: Path | None = None,
+    on_epochs: Callable[[list[EpochStats]], None] | None = None,
 ) -> RunResult:
     """Train one run. A diverging run comes back as a failed RunResult, not as an exception.
 
     `checkpoint_dir` (graph runs): where the per-epoch checkpoint of this run lives, so an
-    interrupted run continues from its last finished epoch.
+    interrupted run continues from its last finished epoch. `on_epochs` receives the history
+    rows as they reach the host (every few epochs; no extra device sync), e.g. for trackers.
     """
     info = resolve_dataset(spec.dataset)
     if info.task == "node":
         from hamgraph.train.node import train_node_run
 
-        return train_node_run(spec, info, paths, device)
+        return train_node_run(spec, info, paths, device, on_epochs=on_epochs)
     from hamgraph.train.graph import train_graph_run
 
-    return train_graph_run(spec, info, paths, device, checkpoint_dir)
+    return train_graph_run(spec, info, paths, device, checkpoint_dir, on_epochs=on_epochs)

@@ -269,10 +269,12 @@ def train_graph_run(
     paths: DataPaths,
     device: torch.device,
     checkpoint_dir: Path | None = None,
+    on_epochs: Callable[[list[EpochStats]], None] | None = None,
 ) -> RunResult:
     """Train GCN+ on an OGB graph dataset; resume from `checkpoint_dir` when it holds a state.
 
     A run whose training loss becomes NaN / inf comes back as a failed RunResult with a reason.
+    `on_epochs` receives each finished epoch's row (already on the host), e.g. for trackers.
     """
     params = spec.params
     if not isinstance(params, GraphParams):
@@ -382,6 +384,8 @@ def train_graph_run(
                 mean_abs_weight=float(mean_abs_t),
             )
         )
+        if on_epochs is not None:
+            on_epochs(history[-1:])
         scheduler.step()
         log.info("%s epoch %d: loss %.4f val %.4f test %.4f", spec.key(), epoch, loss, val, test)
         epochs.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")
