@@ -11,7 +11,7 @@ import torch
 
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.errors import ConfigError
-from hamgraph.specs import GraphParams, HamSettings, NodeParams, RunSpec
+from hamgraph.specs import GraphParams, HamSettings, NodeParams, OptimizerSpec, RunSpec
 from hamgraph.train import node as node_trainer
 from hamgraph.train.common import (
     BestTracker,
@@ -28,7 +28,7 @@ SMALL = NodeParams(lr=1e-2, hidden=16, layers=2, dropout=0.5, weight_decay=5e-4,
 
 
 def _run(paths, dataset=CSBM, model="gcn", params=SMALL, ham=None, run=0, seed=0, info=None):
-    spec = RunSpec(dataset, model, params, ham, run=run, seed=seed)
+    spec = RunSpec(dataset, model, params, OptimizerSpec("adam", ham=ham), run=run, seed=seed)
     return train_node_run(spec, info or resolve_dataset(dataset), paths, CPU)
 
 

@@ -66,13 +66,15 @@ class BestTracker:
     """The FIRST epoch with the best validation metric, tracked on the device (no sync).
 
     `update(epoch, val, test)` keeps val/test/epoch of the first epoch whose val is strictly
-    greater than every earlier one; NaN never counts as better.
+    greater than every earlier one; NaN never counts as better. With `shape` (e.g. `(M,)` for
+    a pack of M models) val / test are tensors of that shape, tracked elementwise.
     """
 
-    def __init__(self, device: torch.device | str) -> None:
-        self.val = torch.tensor(-math.inf, dtype=torch.float64, device=device)
-        self.test = torch.tensor(math.nan, dtype=torch.float64, device=device)
-        self.epoch = torch.tensor(0, dtype=torch.long, device=device)  # 1-based; 0 = none yet
+    def __init__(self, device: torch.device | str, shape: tuple[int, ...] = ()) -> None:
+        self.val = torch.full(shape, -math.inf, dtype=torch.float64, device=device)
+        self.test = torch.full(shape, math.nan, dtype=torch.float64, device=device)
+        # 1-based; 0 = none yet
+        self.epoch = torch.zeros(shape, dtype=torch.long, device=device)
 
     def update(self, epoch: int, val: Tensor, test: Tensor) -> None:
         better = val.double() > self.val
@@ -86,6 +88,14 @@ class BestTracker:
         if epoch == 0:
             return math.nan, math.nan, 0
         return val, test, int(epoch)
+
+    def results(self) -> list[tuple[float, float, int]]:
+        """`result()` of every element of a tracker with a shape, flattened (one sync)."""
+        table = torch.stack([self.val, self.test, self.epoch.double()]).reshape(3, -1).T
+        return [
+            (math.nan, math.nan, 0) if epoch == 0 else (val, test, int(epoch))
+            for val, test, epoch in table.tolist()
+        ]
 
 
 def first_nonfinite(values: Tensor) -> int | None:
@@ -104,7 +114,13 @@ def divergence_reason(value: float, epoch: int) -> str:
 
 def epoch_stats(rows: Tensor, lrs: Sequence[float], first_epoch: int = 1) -> list[EpochStats]:
     """History rows [n, len(HISTORY_COLUMNS)] (any device) -> EpochStats, one host transfer."""
-    values = rows.detach().double().cpu().tolist()
+    return stats_from_values(rows.detach().double().cpu().tolist(), lrs, first_epoch)
+
+
+def stats_from_values(
+    values: Sequence[Sequence[float]], lrs: Sequence[float], first_epoch: int = 1
+) -> list[EpochStats]:
+    """`epoch_stats` of rows already on the host as lists of floats."""
     out = []
     for offset, (row, lr) in enumerate(zip(values, lrs, strict=True)):
         stats = dict(zip(HISTORY_COLUMNS, row, strict=True))

@@ -11,10 +11,18 @@ a binary input) without both classes gives NaN; OGB raises there instead.
 ogbn-arxiv's OGB Evaluator computes plain accuracy; `accuracy` here is checked against it in the
 tests, so every node dataset keeps the device path. F1 of ogbg-code2 (sequences of tokens) is
 not a device metric: use OGB's Evaluator there.
+
+Row-batched variants (the packed trainer: M models, each with its own node set) take
+`[M, T, ...]` inputs padded to a common T with a `valid [M, T]` mask and return `[M]`, with the
+same value per row as the plain metric on that row's valid entries (tested for equality):
+
+    accuracy_rows  logits [M, T, C], labels [M, T], valid [M, T]
+    rocauc_rows    scores [M, T],    labels [M, T], valid [M, T]   (binary only)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -111,3 +119,49 @@ def resolve_metric(name: str) -> MetricFn:
     if key not in METRICS:
         raise UnknownNameError(f"unknown metric {name!r}; valid names: {', '.join(METRICS)}")
     return METRICS[key]
+
+
+RowMetricFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def accuracy_rows(logits: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+    """`accuracy` of each row over its valid entries -> [M] float64 (NaN for an empty row)."""
+    correct = (logits.argmax(dim=-1) == labels) & valid
+    return correct.sum(dim=1).double() / valid.sum(dim=1).double()
+
+
+def _average_ranks_rows(values: Tensor) -> Tensor:
+    """`_average_ranks` of every row of a 2-D tensor at once (ties within a row only)."""
+    rows, n = values.shape
+    sorted_values, order = torch.sort(values, dim=1)
+    new_group = torch.ones_like(sorted_values, dtype=torch.bool)
+    new_group[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    offsets = torch.arange(rows, device=values.device).unsqueeze(1) * n
+    group = (torch.cumsum(new_group, 1) - 1 + offsets).reshape(-1)  # global group ids
+    positions = torch.arange(1, n + 1, dtype=torch.float64, device=values.device)
+    positions = positions.expand(rows, n).reshape(-1)
+    rank_sum = torch.zeros(rows * n, dtype=torch.float64, device=values.device)
+    count = torch.zeros(rows * n, dtype=torch.float64, device=values.device)
+    rank_sum.scatter_add_(0, group, positions)  # integer-valued: exact, order-independent
+    count.scatter_add_(0, group, torch.ones_like(positions))
+    sorted_ranks = (rank_sum / count.clamp(min=1))[group].view(rows, n)
+    return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
+
+
+def rocauc_rows(scores: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+    """Binary `rocauc` of each row over its valid entries -> [M] float64.
+
+    Padding entries get the score +inf, so they rank above every real entry and leave the
+    ranks of the real ones as in the row alone.
+    """
+    scores = scores.double()
+    scores = torch.where(valid, scores, torch.full_like(scores, math.inf))
+    positive = (labels > 0.5) & valid
+    n_pos = positive.sum(dim=1).double()
+    n_neg = valid.sum(dim=1).double() - n_pos
+    ranks = _average_ranks_rows(scores)
+    u = torch.where(positive, ranks, torch.zeros_like(ranks)).sum(dim=1) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+
+
+ROW_METRICS: dict[str, RowMetricFn] = {"accuracy": accuracy_rows, "rocauc": rocauc_rows}

@@ -6,6 +6,11 @@ mean |w| of the HAM-targeted weights go into a preallocated device buffer, and t
 is tracked on the device. Every `SYNC_EVERY` epochs (and at the end) the new rows are copied
 to the host in one transfer, which is also when a non-finite loss is noticed: the run then stops
 and comes back as status "failed" with the epochs before the first bad one as its history.
+
+Randomness: `seed_everything(spec.seed)` right before building the model draws its
+initialization; the dropout masks come from the run's own `torch.Generator` (on the run's
+device, seeded with spec.seed), never from the global generator. The packed trainer
+(hamgraph.train.packed) relies on both to reproduce every run of a pack exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +26,13 @@ from torch import Tensor
 from torch_geometric.utils import add_self_loops
 from tqdm.auto import tqdm
 
-from hamgraph.data.node import load_node_dataset
+from hamgraph.data.node import NodeDataset, load_node_dataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
 from hamgraph.errors import ConfigError
-from hamgraph.models import build_node_model
+from hamgraph.models import ClassicGNN, build_node_model
 from hamgraph.optim import build_optimizer, ham_target_params
-from hamgraph.specs import NodeParams, RunResult, RunSpec
+from hamgraph.specs import EpochStats, NodeParams, RunResult, RunSpec
 from hamgraph.train.common import (
     HISTORY_COLUMNS,
     BestTracker,
@@ -48,36 +54,91 @@ def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def train_node_run(
-    spec: RunSpec, info: DatasetInfo, paths: DataPaths, device: torch.device
-) -> RunResult:
-    """Train and evaluate one full-batch node-classification run."""
+def check_node_spec(spec: RunSpec, info: DatasetInfo) -> NodeParams:
+    """The spec's NodeParams; ConfigError when the spec does not fit a node dataset."""
     params = spec.params
     if not isinstance(params, NodeParams):
         raise ConfigError(
             f"run {spec.key()}: node dataset {info.name!r} needs NodeParams, "
             f"got {type(params).__name__}"
         )
-    started = time.perf_counter()
+    return params
 
-    # -- data: the protocol's split for this run; self loops added once; on the device once
+
+def load_node_data(info: DatasetInfo, paths: DataPaths) -> NodeDataset:
+    """The dataset; ConfigError when its metric cannot be computed on it."""
     data = load_node_dataset(info, paths)
-    split = data.split_for_run(spec.run)
-    metric = resolve_metric(info.metric)
     if info.metric == "rocauc" and data.num_classes != 2:
         raise ConfigError(
             f"dataset {info.name!r}: ROC-AUC needs 2 classes, the data has {data.num_classes}"
         )
+    return data
+
+
+def build_seeded_model(
+    spec: RunSpec, data: NodeDataset, device: torch.device, dtype: torch.dtype
+) -> ClassicGNN:
+    """The run's model, initialized from `seed_everything(spec.seed)` (then moved to
+    device / dtype): the packed trainer builds each of its models with this same call."""
+    seed_everything(spec.seed)
+    model = build_node_model(spec.model, spec.params, data.num_features, data.num_classes)
+    return model.to(device=device, dtype=dtype)
+
+
+def dropout_generator(spec: RunSpec, device: torch.device) -> torch.Generator:
+    """The run's own source of dropout masks: a generator on its device seeded with spec.seed."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(spec.seed)
+    return generator
+
+
+def prepare_inputs(
+    model: ClassicGNN | type[ClassicGNN],
+    data: NodeDataset,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """(graph, features) in the layout `model` consumes, on `device`, floats in `dtype`.
+    Self loops are added here, once."""
     edge_index, _ = add_self_loops(data.edge_index, num_nodes=data.num_nodes)
+    graph = model.prepare_graph(edge_index.to(device), data.num_nodes)
+    if graph.is_floating_point() and graph.dtype != dtype:
+        graph = graph.to(dtype)
+    x = model.prepare_features(data.x.to(device=device, dtype=dtype))
+    return graph, x
+
+
+def train_node_run(
+    spec: RunSpec,
+    info: DatasetInfo,
+    paths: DataPaths,
+    device: torch.device,
+    *,
+    dtype: torch.dtype = torch.float32,
+    on_epochs: Callable[[list[EpochStats]], None] | None = None,
+) -> RunResult:
+    """Train and evaluate one full-batch node-classification run.
+
+    `dtype`: of the weights, features and graph values (float64 for exact comparisons).
+    `on_epochs(rows)`: called at every host sync with the epochs finished since the last one
+    (for progress trackers); a diverged run's last call holds the epochs before the bad one.
+    """
+    params = check_node_spec(spec, info)
+    started = time.perf_counter()
+
+    # -- data: the protocol's split for this run; on the device once
+    data = load_node_data(info, paths)
+    split = data.split_for_run(spec.run)
+    metric = resolve_metric(info.metric)
     y = data.y.to(device)
     parts = [idx.to(device) for idx in (split.train, split.val, split.test)]
     train_idx = parts[0]
 
-    # -- model: seeded initialization; graph and features in the layout the model consumes
-    seed_everything(spec.seed)
-    model = build_node_model(spec.model, params, data.num_features, data.num_classes).to(device)
-    graph = model.prepare_graph(edge_index.to(device), data.num_nodes)
-    x = model.prepare_features(data.x.to(device))
+    # -- model: seeded initialization; graph and features in the layout the model consumes;
+    # dropout masks from the run's own generator
+    model = build_seeded_model(spec, data, device, dtype)
+    graph, x = prepare_inputs(model, data, device, dtype)
+    generator = dropout_generator(spec, device)
 
     # -- optimizer (HAM when spec.ham is set) and diagnostics of the HAM-targeted weights
     optimizer = build_optimizer(
@@ -103,7 +164,7 @@ def train_node_run(
         # -- train step (full batch)
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x, graph)[train_idx], y[train_idx])
+        loss = loss_fn(model(x, graph, generator)[train_idx], y[train_idx])
         loss.backward()
         optimizer.step()
         lrs.append(float(optimizer.param_groups[0]["lr"]))
@@ -125,11 +186,15 @@ def train_node_run(
             bad = first_nonfinite(rows[:, 0])
             if bad is not None:
                 host_rows.append(rows[:bad])
+                if on_epochs is not None and bad > 0:
+                    on_epochs(epoch_stats(rows[:bad], lrs[synced : synced + bad], synced + 1))
                 status = "failed"
                 reason = divergence_reason(float(rows[bad, 0]), synced + bad + 1)
                 log.warning("%s: %s", spec.key(), reason)
                 break
             host_rows.append(rows)
+            if on_epochs is not None:
+                on_epochs(epoch_stats(rows, lrs[synced:epoch], synced + 1))
             synced = epoch
             bar.set_postfix(loss=f"{rows[-1, 0]:.4f}", val=f"{rows[-1, 2]:.4f}", refresh=False)
     bar.close()

@@ -1,0 +1,378 @@
+"""Packed training: M node runs of one dataset x model x params trained as one model.
+
+The runs of a pack share the graph, the features, the architecture and the hyperparameters;
+they may differ in run (hence seed and split) and in HAM (Adam, HAM, nHAM with their alpha,
+beta). They train as one `PackedGNN` whose weights carry a leading model dimension M
+(HFTA, Wang et al., MLSys 2021): one sparse product per layer for all M models, one batched
+matmul per dense layer.
+
+A packed run is the same run: each model is initialized by `build_seeded_model` (seeded as its
+single run), draws its dropout masks from its own generator seeded as its single run, gets its
+own loss on its own train nodes, its own Adam state (elementwise on the stacked tensors) and
+its own HAM step, and produces the RunResult `train_node_run` would have produced: the same
+spec (hence key), history, best epoch, failure record. In float64 on the CPU the per-epoch
+losses agree with the single run's to rounding (tests/test_packed.py). Only `seconds` differs:
+each run of a pack gets the pack's wall time divided by M (its share).
+
+    specs ──► models (seeded) ──► PackedGNN ──► epochs ──► M RunResults
+
+Per epoch nothing goes to the host: losses, metrics, diagnostics of all M models go into one
+device buffer [M, epochs, 6]; every `SYNC_EVERY` epochs the new rows are copied in one transfer.
+A model whose loss became non-finite is then frozen (no gradient from then on; its columns never
+mix with the others') and its failed RunResult is final at once (`on_result`); the others go on.
+
+The base optimizer is one instance of the spec's base class over the stacked parameters:
+Adam / AdamW / SGD are elementwise, so this is M independent optimizers. HAM's hyperbolic step
+then runs on the stacked HAM targets, once per model with HAM, on that model's slices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hamgraph.data.node import NodeDataset
+from hamgraph.data.paths import DataPaths
+from hamgraph.data.registry import DatasetInfo
+from hamgraph.errors import ConfigError
+from hamgraph.models.packed import PackedGNN
+from hamgraph.optim import build_optimizer, hyperbolic_step_
+from hamgraph.specs import EpochStats, HamSettings, OptimizerSpec, RunResult, RunSpec
+from hamgraph.train.common import (
+    HISTORY_COLUMNS,
+    BestTracker,
+    divergence_reason,
+    stats_from_values,
+)
+from hamgraph.train.metrics import ROW_METRICS, resolve_metric
+from hamgraph.train.node import (
+    SYNC_EVERY,
+    build_seeded_model,
+    check_node_spec,
+    dropout_generator,
+    load_node_data,
+    prepare_inputs,
+)
+
+__all__ = ["PackedDiagnostics", "pack_footprint", "pack_signature", "train_node_pack"]
+
+log = logging.getLogger(__name__)
+
+_HAM_DEFAULTS = HamSettings(alpha=0.0, beta=0.0)
+
+
+def pack_signature(spec: RunSpec) -> Hashable:
+    """Specs with equal signatures can train in one pack.
+
+    Shared by a pack: dataset, model, params, the base optimizer and its options, and HAM's
+    `clamp` and `mask_beta` (runs without HAM count as the defaults, so they pack with the
+    usual HAM runs). Per model: run (seed, split), HAM or not, alpha, beta, sign_source.
+    """
+    ham = spec.ham or _HAM_DEFAULTS
+    return (
+        spec.dataset,
+        spec.model,
+        spec.params,
+        spec.optimizer.base,
+        spec.optimizer.base_options,
+        ham.clamp,
+        ham.mask_beta,
+    )
+
+
+@dataclass(frozen=True)
+class PackedIndex:
+    """One node set per model, padded to a common length: idx [M, T] (padding: node 0),
+    valid [M, T], count [M] (float, the set sizes)."""
+
+    idx: Tensor
+    valid: Tensor
+    count: Tensor
+    parts: tuple[Tensor, ...]  # the unpadded sets, for metrics without a row-batched version
+
+    @classmethod
+    def build(cls, parts: Sequence[Tensor], device: torch.device) -> PackedIndex:
+        longest = max(1, max(int(p.numel()) for p in parts))
+        idx = torch.zeros(len(parts), longest, dtype=torch.long)
+        valid = torch.zeros(len(parts), longest, dtype=torch.bool)
+        for m, part in enumerate(parts):
+            idx[m, : part.numel()] = part
+            valid[m, : part.numel()] = True
+        count = valid.sum(dim=1).double()
+        return cls(
+            idx.to(device), valid.to(device), count.to(device), tuple(p.to(device) for p in parts)
+        )
+
+    def gather(self, values: Tensor) -> Tensor:
+        """values [M, N, ...] -> [M, T, ...] at each model's nodes."""
+        index = self.idx.view(*self.idx.shape, *([1] * (values.dim() - 2)))
+        return values.gather(1, index.expand(-1, -1, *values.shape[2:]))
+
+
+def pack_loss(logits: Tensor, y: Tensor, train: PackedIndex) -> Tensor:
+    """Per-model mean cross-entropy over its own train nodes -> [M] (as `node.loss_fn`)."""
+    chosen = train.gather(logits)  # [M, T, C]
+    m, t, c = chosen.shape
+    ce = F.cross_entropy(chosen.reshape(m * t, c), y[train.idx].reshape(-1), reduction="none")
+    ce = torch.where(train.valid, ce.view(m, t), torch.zeros_like(ce.view(m, t)))
+    return ce.sum(dim=1) / train.count.to(ce.dtype)
+
+
+class PackedDiagnostics:
+    """`WeightDiagnostics` of every model of a pack: sign flips and mean |w| of its slices of
+    the stacked parameters -> ([M] int64, [M]); no host sync."""
+
+    def __init__(self, params: Sequence[Tensor]) -> None:
+        self.params = list(params)
+        self.numel = sum(p[0].numel() for p in self.params)
+        self._signs = [torch.signbit(p.detach()) for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> tuple[Tensor, Tensor]:
+        flips, l1 = 0, 0
+        for i, p in enumerate(self.params):
+            signs = torch.signbit(p)
+            flips = flips + (signs != self._signs[i]).flatten(1).sum(dim=1)
+            self._signs[i] = signs
+            l1 = l1 + p.abs().flatten(1).sum(dim=1)
+        return flips, l1 / self.numel
+
+
+class _HamStep:
+    """HAM's hyperbolic step on the stacked HAM targets, per model with HAM on its slices
+    (models without HAM are untouched, as with alpha = beta = 0). "HAM signed" models
+    (sign_source "previous") read the signs taken before the base step."""
+
+    def __init__(self, specs: Sequence[RunSpec], params: Sequence[Tensor]) -> None:
+        self.params = list(params)
+        self.models = [(m, s.ham) for m, s in enumerate(specs) if s.ham is not None]
+        self.previous = any(h.sign_source == "previous" for _, h in self.models)
+
+    def signs_before(self) -> list[Tensor] | None:
+        if not self.previous:
+            return None
+        with torch.no_grad():
+            return [torch.sign(p).to(torch.int8) for p in self.params]
+
+    @torch.no_grad()
+    def __call__(self, lr: float, signs: list[Tensor] | None) -> None:
+        grads = [p.grad for p in self.params]
+        for m, ham in self.models:
+            hyperbolic_step_(
+                [p[m] for p in self.params],
+                [g[m] for g in grads],
+                lr=lr,
+                alpha=ham.alpha,
+                beta=ham.beta,
+                clamp=ham.clamp,
+                mask_beta=ham.mask_beta,
+                signs=None if ham.sign_source != "previous" else [s[m] for s in signs or []],
+            )
+
+
+def _check_pack(specs: Sequence[RunSpec], info: DatasetInfo) -> None:
+    signatures = {pack_signature(spec) for spec in specs}
+    if len(signatures) > 1:
+        raise ConfigError(
+            f"runs {[s.key() for s in specs]} cannot share a pack: they differ in dataset, "
+            "model, params, base optimizer or HAM clamp / mask_beta"
+        )
+    for spec in specs:
+        check_node_spec(spec, info)
+        if spec.dataset != info.name:
+            raise ConfigError(f"run {spec.key()} is not on dataset {info.name!r}")
+
+
+def train_node_pack(
+    specs: Sequence[RunSpec],
+    info: DatasetInfo,
+    paths: DataPaths,
+    device: torch.device,
+    *,
+    dtype: torch.dtype = torch.float32,
+    on_result: Callable[[RunResult], None] | None = None,
+    on_epochs: Callable[[int, list[EpochStats]], None] | None = None,
+) -> list[RunResult]:
+    """Train the runs `specs` (equal `pack_signature`) as one packed model.
+
+    Returns their RunResults in spec order. `on_result(result)` is called as each becomes
+    final: a diverged run's as soon as noticed (at a sync), the others' at the end.
+    `on_epochs(i, rows)`: at every sync, the epochs run i finished since the last one.
+    """
+    specs = list(specs)
+    if not specs:
+        return []
+    _check_pack(specs, info)
+    params = check_node_spec(specs[0], info)
+    started = time.perf_counter()
+    size = len(specs)
+
+    # -- data and the models, each seeded as its single run, stacked into one
+    data = load_node_data(info, paths)
+    first = build_seeded_model(specs[0], data, device, dtype)
+    models = [first] + [build_seeded_model(s, data, device, dtype) for s in specs[1:]]
+    graph, x = prepare_inputs(first, data, device, dtype)
+    model = PackedGNN(models).to(device)
+    del models, first
+    generators = [dropout_generator(spec, device) for spec in specs]
+    y = data.y.to(device)
+    parts = _packed_splits(data, specs, device)
+
+    # -- the base optimizer over the stacked weights; HAM on top, per model
+    base = OptimizerSpec(specs[0].optimizer.base, specs[0].optimizer.base_options)
+    optimizer = build_optimizer(model, base, lr=params.lr, weight_decay=params.weight_decay)
+    ham_targets = model.ham_target_params()
+    ham = _HamStep(specs, ham_targets)
+    diagnostics = PackedDiagnostics(ham_targets)
+    metric_rows = ROW_METRICS.get(info.metric)
+    metric = resolve_metric(info.metric)
+    best = BestTracker(device, (size,))
+    history = torch.full(
+        (size, params.epochs, len(HISTORY_COLUMNS)), math.nan, dtype=torch.float64, device=device
+    )
+    alive = [True] * size
+    alive_mask = torch.ones(size, dtype=torch.bool, device=device)
+    stats: list[list[EpochStats]] = [[] for _ in specs]
+    results: list[RunResult | None] = [None] * size
+    synced = 0
+    lrs: list[float] = []
+
+    def evaluate(out: Tensor, part: PackedIndex) -> Tensor:
+        scores = out.softmax(dim=-1)[..., 1] if info.metric == "rocauc" else out
+        if metric_rows is not None:
+            return metric_rows(part.gather(scores), y[part.idx], part.valid)
+        return torch.stack(
+            [metric(scores[m][idx], y[idx]).double() for m, idx in enumerate(part.parts)]
+        )
+
+    def finish(m: int, status: str, reason: str, best_result: tuple[float, float, int]) -> None:
+        val, test, best_epoch = best_result if status == "ok" else (math.nan, math.nan, 0)
+        results[m] = RunResult(
+            spec=specs[m],
+            metric=info.metric,
+            status=status,  # type: ignore[arg-type]
+            val=val,
+            test=test,
+            best_epoch=best_epoch,
+            epochs=len(stats[m]),
+            seconds=(time.perf_counter() - started) / size,
+            reason=reason,
+            history=stats[m],
+        )
+        if on_result is not None:
+            on_result(results[m])
+
+    first_spec = specs[0]
+    bar = tqdm(
+        range(1, params.epochs + 1),
+        desc=f"{first_spec.dataset} {first_spec.model} pack of {size}",
+        disable=None,
+        leave=False,
+    )
+    for epoch in bar:
+        # -- train step: every model's own loss; a frozen model gets no gradient
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        losses = pack_loss(model(x, graph, generators), y, parts[0])
+        torch.where(alive_mask, losses, torch.zeros_like(losses)).sum().backward()
+        signs = ham.signs_before()
+        optimizer.step()
+        lr = float(optimizer.param_groups[0]["lr"])
+        ham(lr, signs)
+        lrs.append(lr)
+
+        # -- evaluate all models on their own splits; diagnostics; best epochs (on the device)
+        model.eval()
+        with torch.no_grad():
+            out = model(x, graph)
+            train_m, val_m, test_m = (evaluate(out, part) for part in parts)
+            flips, mean_abs = diagnostics.update()
+            row = (losses.detach(), train_m, val_m, test_m, flips, mean_abs)
+            history[:, epoch - 1] = torch.stack([v.to(torch.float64) for v in row], dim=1)
+            best.update(epoch, val_m, test_m)
+
+        # -- every SYNC_EVERY epochs: new rows to the host; freeze models whose loss went bad
+        if epoch % SYNC_EVERY == 0 or epoch == params.epochs:
+            block = history[:, synced:epoch].cpu().tolist()  # the one transfer of a sync
+            for m in range(size):
+                if not alive[m]:
+                    continue
+                bad = next((i for i, row in enumerate(block[m]) if not math.isfinite(row[0])), None)
+                rows = block[m] if bad is None else block[m][:bad]
+                new = stats_from_values(rows, lrs[synced : synced + len(rows)], synced + 1)
+                stats[m].extend(new)
+                if on_epochs is not None and new:
+                    on_epochs(m, new)
+                if bad is not None:
+                    alive[m] = False
+                    reason = divergence_reason(block[m][bad][0], synced + bad + 1)
+                    log.warning("%s: %s", specs[m].key(), reason)
+                    finish(m, "failed", reason, (math.nan, math.nan, 0))
+            if not all(alive):
+                alive_mask = torch.tensor(alive, dtype=torch.bool, device=device)
+            synced = epoch
+            if not any(alive):
+                break
+            bar.set_postfix(alive=sum(alive), refresh=False)
+    bar.close()
+
+    # -- results of the runs still alive: test metric at their first best validation epoch
+    for m, best_result in enumerate(best.results()):
+        if alive[m]:
+            finish(m, "ok", "", best_result)
+    return [r for r in results if r is not None]
+
+
+def _packed_splits(
+    data: NodeDataset, specs: Sequence[RunSpec], device: torch.device
+) -> tuple[PackedIndex, PackedIndex, PackedIndex]:
+    splits = [data.split_for_run(spec.run) for spec in specs]
+    return tuple(  # type: ignore[return-value]
+        PackedIndex.build([getattr(s, name) for s in splits], device)
+        for name in ("train", "val", "test")
+    )
+
+
+def pack_footprint(
+    spec: RunSpec, info: DatasetInfo, paths: DataPaths, device: torch.device
+) -> int:
+    """Bytes one more model adds to a pack of `spec`'s kind, for choosing M from free memory.
+
+    CUDA: measured, the peak allocated memory of a 2-epoch pack of 2 minus that of a pack of 1
+    (the shared graph and features cancel out). Elsewhere: an estimate from the tensor sizes,
+    in float32: 4 copies of the weights (weight, gradient, two Adam moments) plus the
+    activations an epoch keeps for the backward pass, about 8 [N, hidden] tensors per layer
+    (conv, residual, norm, ReLU, dropout mask and output; GAT: 4 [E, hidden] more), the
+    logits and the evaluation pass.
+    """
+    params = check_node_spec(spec, info)
+    short = dataclasses.replace(spec, params=dataclasses.replace(params, epochs=2))
+    if device.type == "cuda":
+        peaks = []
+        for m in (1, 2):
+            pack = [dataclasses.replace(short, seed=short.seed + i) for i in range(m)]
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            train_node_pack(pack, info, paths, device)
+            torch.cuda.synchronize(device)
+            peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        return max(1, peaks[1] - peaks[0])
+    data = load_node_data(info, paths)
+    model = build_seeded_model(short, data, torch.device("cpu"), torch.float32)
+    weights = sum(p.numel() for p in model.parameters())
+    n, hidden, layers = data.num_nodes, params.hidden, params.layers + int(params.pre_linear)
+    activations = 8 * n * hidden * layers + 4 * n * data.num_classes
+    if spec.model == "gat":
+        activations += 4 * (data.edge_index.size(1) + n) * hidden * params.layers
+    return 4 * (4 * weights + activations)
