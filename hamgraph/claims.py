@@ -1,0 +1,267 @@
+"""Run claims: several processes share one result dir and never train a run twice to completion.
+
+    ROOT/claims/<run key>.<generation>.json     one file per run in training
+
+Before a process trains a pack it claims each member run: it creates the claim file with
+O_CREAT | O_EXCL, which succeeds for exactly one process (atomic on POSIX file systems and
+NFSv3+). It then looks at the store again and trains only the claimed runs that still have no
+record (another process may have stored them since it last looked), stores their results,
+and only then deletes the claims. So a run is trained by whoever holds its claim, and a
+record, once written, is final: no run is trained twice to completion.
+
+Claims are per run, not per pack, so processes that pack differently (auto pack sizes from
+free memory differ between devices) still never overlap; a pack trains the members it got.
+
+A claim whose owner died is taken over: its owner is on this host and its pid is gone, or its
+heartbeat (the file's mtime, touched every HEARTBEAT_SECONDS while held) is older than the
+grace period (owners on other hosts: a killed Slurm node). Taking over creates generation g+1
+of the claim with O_EXCL, so when several processes find the same dead claim exactly one
+wins; the winner deletes the older generations. A claim file that cannot be parsed (its owner
+died between creating and writing it) is judged by its mtime alone.
+
+Known limits: a live owner whose heartbeat thread cannot run for the grace period (or whose
+clock differs from the other hosts' by more than it) looks dead and its runs may be trained
+twice; the later record replaces the earlier (training is deterministic on one device).
+`NO_CLAIMS` is the null object: every claim granted, nothing written (a single process that
+shares its store with nobody, e.g. a sweep trial).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hamgraph.atomic import host_tag, pid_alive
+
+log = logging.getLogger(__name__)
+
+CLAIMS_DIR = "claims"
+HEARTBEAT_SECONDS = 60.0  # a held claim's mtime is touched this often
+GRACE_SECONDS = 300.0  # a claim not touched for this long belongs to a dead process
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim (as written in the claim file)."""
+
+    host: str
+    pid: int
+    started: str  # ISO time the claim was made
+
+    def label(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+def _parse_name(name: str) -> tuple[str, int] | None:
+    """`<key>.<generation>.json` -> (key, generation); None for other files."""
+    if not name.endswith(".json") or name.startswith("."):
+        return None
+    stem, _, gen = name[: -len(".json")].rpartition(".")
+    return (stem, int(gen)) if stem and gen.isdigit() else None
+
+
+class Claims:
+    """The claims of one result dir: `Claims(store.root)`.
+
+    `hold(keys)` claims what it can and releases on exit; `busy(keys)` reports live claims
+    of other processes. Thread-safe within a process; made for many processes on many hosts.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        grace: float = GRACE_SECONDS,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        if grace <= heartbeat:
+            raise ValueError(f"grace ({grace}) must be longer than the heartbeat ({heartbeat})")
+        self.dir = Path(root) / CLAIMS_DIR
+        self.grace = grace
+        self.heartbeat = heartbeat
+        self._held: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._beat: threading.Thread | None = None
+
+    # --- reading ---
+    def _current(self) -> dict[str, tuple[int, Path]]:
+        """The newest generation of every claim file: key -> (generation, path)."""
+        current: dict[str, tuple[int, Path]] = {}
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return current
+        for name in names:
+            parsed = _parse_name(name)
+            if parsed is not None:
+                key, gen = parsed
+                if key not in current or gen > current[key][0]:
+                    current[key] = (gen, self.dir / name)
+        return current
+
+    def owner(self, path: Path) -> Owner | None:
+        """The owner written in a claim file; None if missing or unreadable (half-written)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Owner(str(data["host"]), int(data["pid"]), str(data.get("started", "")))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def is_stale(self, path: Path) -> bool:
+        """Whether the claim's owner is gone: a dead pid on this host, or no heartbeat."""
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True  # released meanwhile
+        owner = self.owner(path)
+        if owner is not None and owner.host == host_tag():
+            if owner.pid == os.getpid():
+                return False  # ours
+            if not pid_alive(owner.pid):
+                return True
+        return age > self.grace
+
+    def busy(self, keys: Iterable[str]) -> dict[str, Owner | None]:
+        """The keys among `keys` claimed by a live owner other than this process."""
+        current = self._current()
+        busy: dict[str, Owner | None] = {}
+        for key in keys:
+            if key in current and key not in self._held:
+                path = current[key][1]
+                if not self.is_stale(path):
+                    busy[key] = self.owner(path)
+        return busy
+
+    def prune(self) -> int:
+        """Delete the claims of dead owners (e.g. one killed after storing, before releasing).
+
+        Safe while others claim: a stale file never becomes live again. -> count removed.
+        """
+        removed = 0
+        for _key, (_gen, path) in self._current().items():
+            if self.is_stale(path):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    # --- claiming ---
+    def _create(self, key: str, gen: int) -> Path | None:
+        path = self.dir / f"{key}.{gen}.json"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return None
+        owner = {
+            "host": host_tag(),
+            "pid": os.getpid(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "key": key,
+        }
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(owner) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return path
+
+    def try_claim(self, key: str) -> bool:
+        """Claim one run; False if a live process holds it. A dead owner's claim is taken over."""
+        with self._lock:
+            if key in self._held:
+                return True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        current = self._current().get(key)
+        if current is None:
+            path = self._create(key, 0)
+        else:
+            gen, old = current
+            if not self.is_stale(old):
+                return False
+            path = self._create(key, gen + 1)
+            if path is not None:
+                owner = self.owner(old)
+                log.info("took over the claim of %s from %s (its owner is gone)", key,
+                         owner.label() if owner else "an unknown process")
+                for name in os.listdir(self.dir):  # the older generations
+                    parsed = _parse_name(name)
+                    if parsed is not None and parsed[0] == key and parsed[1] <= gen:
+                        (self.dir / name).unlink(missing_ok=True)
+        if path is None:
+            return False
+        with self._lock:
+            self._held[key] = path
+        self._start_heartbeat()
+        return True
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Delete the claims this process holds among `keys` (after their results are stored)."""
+        for key in keys:
+            with self._lock:
+                path = self._held.pop(key, None)
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def hold(self, keys: Iterable[str]) -> Iterator[set[str]]:
+        """Claim what can be claimed among `keys`; yield the claimed keys; release them on exit.
+
+        Exit by an exception (KeyboardInterrupt included) releases too: the runs in training
+        were not stored, so another process may train them at once.
+        """
+        claimed = {key for key in keys if self.try_claim(key)}
+        try:
+            yield claimed
+        finally:
+            self.release(claimed)
+
+    # --- heartbeat ---
+    def _start_heartbeat(self) -> None:
+        with self._lock:
+            if self._beat is not None and self._beat.is_alive():
+                return
+            self._beat = threading.Thread(target=self._beat_loop, name="hamgraph-claims",
+                                          daemon=True)
+            self._beat.start()
+
+    def _beat_loop(self) -> None:
+        while True:
+            time.sleep(self.heartbeat)
+            self.touch()
+
+    def touch(self) -> None:
+        """Beat now (the heartbeat thread does this every `heartbeat` seconds)."""
+        with self._lock:
+            paths = list(self._held.values())
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+
+
+class _NoClaims(Claims):
+    """Every claim granted, nothing written, nobody else busy (the null object)."""
+
+    def __init__(self) -> None:  # no dir, no thread
+        self._held = {}
+        self._lock = threading.Lock()
+
+    def try_claim(self, key: str) -> bool:
+        return True
+
+    def release(self, keys: Iterable[str]) -> None:
+        return None
+
+    def busy(self, keys: Iterable[str]) -> dict[str, Owner | None]:
+        return {}
+
+    def prune(self) -> int:
+        return 0
+
+
+NO_CLAIMS: Claims = _NoClaims()
