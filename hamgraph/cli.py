@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, help="stop after this many trials (per study)")
     sweep.add_argument("--out", type=Path, help="output dir (default: results/<sweep name>/)")
     sweep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    sweep.add_argument(
+        "--batch", type=int,
+        help="trials asked at once per worker, their runs trained together "
+        "(default: search.batch, else 8 for tpe, the cells left / workers for grid)",
+    )
+    _execution_options(sweep)
     return parser
 
 
@@ -89,16 +95,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
         return write_report(args.paths, formats=formats, out=args.out)
     if args.command == "sweep":
-        from hamgraph.sweep import run_sweep
+        from hamgraph.runner import parse_pack
+        from hamgraph.sweep import format_best, run_sweep
 
-        return run_sweep(
+        swept = run_sweep(
             args.sweep_file,
             storage=args.storage,
             workers=args.workers,
             trials=args.trials,
             out=args.out,
             device=args.device,
+            pack=parse_pack(args.pack),
+            batch=args.batch,
+            rerun_stale=args.rerun_stale,
         )
+        sys.stdout.write(format_best(swept.best))
+        return 0 if swept.finished else EXIT_FAILURE
     raise AssertionError(args.command)  # argparse only accepts the commands above
 
 

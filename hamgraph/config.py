@@ -51,8 +51,9 @@ PAPER_BEST = "paper-best"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _Strict(BaseModel):
-    """Unknown keys and wrong types are errors (an int is accepted where a float is expected)."""
+class StrictModel(BaseModel):
+    """The base of every file schema (grids, sweeps): unknown keys and wrong types are errors
+    (an int is accepted where a float is expected); values are frozen."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -60,7 +61,7 @@ class _Strict(BaseModel):
 BaseOptionValue = float | int | bool | str | list[float | int | bool | str]
 
 
-class BaseChoice(_Strict):
+class BaseChoice(StrictModel):
     """A base optimizer: a short name (adam, adamw, sgd) or a dotted path of a
     `torch.optim.Optimizer` subclass, with options. YAML: `sgd` or `{sgd: {momentum: 0.9}}`.
 
@@ -84,7 +85,7 @@ class BaseChoice(_Strict):
         return self.name if not self.options else {self.name: dict(self.options)}
 
 
-class HamOptions(_Strict):
+class HamOptions(StrictModel):
     """The settings inside `{ham: ...}` / `{nham: ...}`; unset options keep HamSettings defaults."""
 
     alpha: float | None = None
@@ -147,7 +148,7 @@ _OPTIMIZER_FORMS = (
 )
 
 
-class OptimizerEntry(_Strict):
+class OptimizerEntry(StrictModel):
     """One entry of `grid.optimizer`: a base optimizer alone (a baseline; `adam`,
     `{sgd: {momentum: 0.9}}`, `{base: torch.optim.RAdam}`) or `{ham: ...}` / `{nham: ...}`
     (whose `base:` key picks the base; default: the protocol's)."""
@@ -208,7 +209,7 @@ class OptimizerEntry(_Strict):
         return self.base.to_yaml()
 
 
-class GridAxes(_Strict):
+class GridAxes(StrictModel):
     """The axes of the grid; runs are their product (datasets x models x optimizers x runs).
 
     Names are checked (and duplicates found) by `hamgraph.grid.expand`, which resolves them.
@@ -220,7 +221,7 @@ class GridAxes(_Strict):
 
 
 
-class GridConfig(_Strict):
+class GridConfig(StrictModel):
     """A whole grid file. `source` (the file it came from) prefixes every error message."""
 
     name: str | None = None  # default: the file name without .yaml
@@ -365,31 +366,73 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    model: Any = GridConfig
-    for part in loc:
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    """The model classes of a union of several models (a tagged union), else []."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    members = [a for a in typing.get_args(annotation)
+               if isinstance(a, type) and issubclass(a, BaseModel)]
+    return members if len(members) > 1 else []
+
+
+def _member_for(members: list[type[BaseModel]], tag: str, discriminator: Any) -> type | None:
+    """The member of a tagged union that pydantic names `tag` in an error location."""
+    for member in members:
+        if member.__name__ == tag:
+            return member
+        if isinstance(discriminator, str) and discriminator in member.model_fields:
+            if tag in typing.get_args(member.model_fields[discriminator].annotation):
+                return member
+    return None
+
+
+def _walk(
+    loc: tuple[int | str, ...], root: type[BaseModel]
+) -> tuple[tuple[int | str, ...], type[BaseModel] | None]:
+    """Follow an error location from `root` through the models.
+
+    Returns the location without the tags pydantic inserts after a union of models
+    (`search.grid.alpha` -> `search.alpha`) and the model the location ends at (None when it
+    leaves the models, e.g. inside a dict).
+    """
+    model: Any = root
+    out: list[int | str] = []
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        out.append(part)
+        i += 1
         if isinstance(part, int):
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
+            model = None
+            continue
         field = model.model_fields.get(part)
         if field is None:
-            return None
+            model = None
+            continue
         model = _unwrap(field.annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        members = _union_members(model)
+        if members and i < len(loc) and isinstance(loc[i], str):
+            chosen = _member_for(members, str(loc[i]), field.discriminator)
+            if chosen is not None:
+                model = chosen
+                i += 1  # the tag is not a key of the file
+    return tuple(out), model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: dict[str, Any], root: type[BaseModel]) -> tuple[str, str]:
     """One pydantic error -> (location, message with the bad value)."""
-    loc = tuple(error["loc"])
     kind = error["type"]
     value = error.get("input")
-    if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+    raw = tuple(error["loc"])
+    if kind in ("extra_forbidden", "missing"):
+        loc, parent = _walk(raw[:-1], root)
+        if kind == "missing":
+            return format_loc(loc), f"missing required key {raw[-1]!r}"
         valid = f"; valid: {', '.join(parent.model_fields)}" if parent is not None else ""
-        return format_loc(loc[:-1]), f"unknown key {loc[-1]!r}{valid}"
-    if kind == "missing":
-        return format_loc(loc[:-1]), f"missing required key {loc[-1]!r}"
+        return format_loc(loc), f"unknown key {raw[-1]!r}{valid}"
+    loc, _ = _walk(raw, root)
     if kind == "too_short":
         return format_loc(loc), "must not be empty"
     if kind == "value_error":
@@ -408,22 +451,41 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+Model = typing.TypeVar("Model", bound=BaseModel)
+
+
+def validation_error(exc: ValidationError, source: str, root: type[BaseModel]) -> ConfigError:
+    """A pydantic error of a file whose schema is `root` -> one line `<file>: <key>: <problem>`.
+
+    A misspelled key explains the "missing" error that comes with it, so it is reported first.
+    """
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    loc, message = _describe(errors[0], root)
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return ConfigError(f"{source}: {loc}: {message}{more}")
+
+
+def parse_model(data: Any, source: str, root: type[Model], keys: str) -> Model:
+    """Validate parsed YAML data against the file schema `root` (a StrictModel).
+
+    `source` names the file in error messages, `keys` hints at the top-level keys
+    ("name, grid, ...") when the data is not a mapping. Raises ConfigError (one line).
+    """
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty; expected a mapping ({keys})")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping ({keys}), got {_show(data)}")
+    try:
+        return root.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, source, root) from None
+
+
 def parse_config(data: Any, source: str) -> GridConfig:
-    """Validate parsed YAML data; `source` names the file in error messages."""
+    """Validate parsed YAML data of a grid file; `source` names the file in error messages."""
     if data is None:
         raise ConfigError(f"{source}: the file is empty; expected a mapping with a 'grid' key")
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: the top level must be a mapping (name, grid, ...), got {_show(data)}"
-        )
-    try:
-        config = GridConfig.model_validate(data)
-    except ValidationError as exc:
-        # a misspelled key explains the "missing" error that comes with it: report it first
-        errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
-        loc, message = _describe(errors[0])
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {message}{more}") from None
+    config = parse_model(data, source, GridConfig, "name, grid, ...")
     config._source = source
     return config
 

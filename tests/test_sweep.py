@@ -6,6 +6,7 @@ Real trainer on a tiny synthetic graph (csbm-h0.8-n200, 1 run, a few epochs): a 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,8 @@ from sweep_helpers import TINY, assert_each_cell_once, grid_body, trials_of, wri
 
 from hamgraph import sweep as sw
 from hamgraph.cli import main
-from hamgraph.errors import TrainingDiverged
+from hamgraph.specs import RunResult
+from hamgraph.sweep import coordination as co
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +77,7 @@ def test_bad_sweep_file_exits_2_with_one_line(
 
 def test_shipped_sweeps_are_valid() -> None:
     smoke = sw.load_sweep(REPO / "sweeps" / "smoke.yaml")
-    assert [c.label for c in sw.grid_cells(smoke.search)] == [  # type: ignore[arg-type]
+    assert [c.label for c in smoke.search.cells()] == [
         "adam", "a=200,b=0", "a=200,b=0.01", "a=200,b=0.1", "a=-10,b=0", "a=-10,b=0.01",
         "a=-10,b=0.1",
     ]
@@ -110,13 +112,14 @@ def test_storage_urls(tmp_path: Path) -> None:
 def test_grid_every_cell_once_best_csv_and_resume(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, grid_body("g"))
     out = tmp_path / "out"
-    assert sw.run_sweep(path, out=out, device="cpu") == 0
+    assert sw.run_sweep(path, out=out, device="cpu", pack="off").finished
     trials = trials_of(path)
     cells = ["adam", "a=200,b=0", "a=200,b=0.1", "a=-10,b=0", "a=-10,b=0.1"]
     assert_each_cell_once(trials, cells)
     assert len(trials) == len(cells)
-    for t in trials:
-        assert 0 <= t.user_attrs["test_mean"] <= 1 and t.value == t.user_attrs["val_mean"]
+    for t in trials:  # x100, like every table
+        assert 0 <= t.user_attrs["test_mean"] <= 100 and t.value == t.user_attrs["val_mean"]
+        assert t.value == pytest.approx(100 * t.user_attrs["vals"][0])
 
     with open(out / "best.csv") as f:
         rows = list(csv.DictReader(f))
@@ -133,7 +136,7 @@ def test_grid_every_cell_once_best_csv_and_resume(tmp_path: Path) -> None:
     assert len((out / "runs.csv").read_text().strip().splitlines()) == 1 + len(cells)
 
     # The same command again resumes: nothing new is trained, no new trial.
-    assert sw.run_sweep(path, out=out, device="cpu") == 0
+    assert sw.run_sweep(path, out=out, device="cpu", pack="off").finished
     assert len(trials_of(path)) == len(cells)
 
 
@@ -144,7 +147,7 @@ def test_duplicate_cell_is_pruned_with_reason(tmp_path: Path) -> None:
     (study,) = sw.prepare_studies(sweep, storage)
     study.enqueue_trial({"cell": "a=200,b=0"})
     study.enqueue_trial({"cell": "a=200,b=0"})
-    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu") == 0
+    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", pack="off").finished
     trials = trials_of(path)
     assert_each_cell_once(trials, ["adam", "a=200,b=0"])
     dup = [t for t in trials if t.state == TrialState.PRUNED]
@@ -162,16 +165,16 @@ def test_racing_duplicates_never_both_complete(tmp_path: Path) -> None:
     for t in (a, b):
         t.set_user_attr("cell", "a=1,b=0")
     # Start check: only the larger number yields to a running smaller one.
-    assert sw._duplicate_of(study, b, "a=1,b=0", final=False) == a.number
-    assert sw._duplicate_of(study, a, "a=1,b=0", final=False) is None
+    assert co.duplicate_of(study, b, "a=1,b=0", final=False) == a.number
+    assert co.duplicate_of(study, a, "a=1,b=0", final=False) is None
     # b got through anyway (it checked before a claimed the cell) and finishes first ...
-    storage.set_trial_system_attr(b._trial_id, sw.S_FINISHING, True)
-    assert sw._duplicate_of(study, b, "a=1,b=0", final=True) is None
+    storage.set_trial_system_attr(b._trial_id, co.S_FINISHING, True)
+    assert co.duplicate_of(study, b, "a=1,b=0", final=True) is None
     # ... then a, finishing later, sees b's mark and yields, before or after b's COMPLETE.
-    storage.set_trial_system_attr(a._trial_id, sw.S_FINISHING, True)
-    assert sw._duplicate_of(study, a, "a=1,b=0", final=True) == b.number
+    storage.set_trial_system_attr(a._trial_id, co.S_FINISHING, True)
+    assert co.duplicate_of(study, a, "a=1,b=0", final=True) == b.number
     study.tell(b, 0.5)
-    assert sw._duplicate_of(study, a, "a=1,b=0", final=True) == b.number
+    assert co.duplicate_of(study, a, "a=1,b=0", final=True) == b.number
 
 
 def test_divergence_fails_the_trial_and_the_sweep_goes_on(
@@ -182,13 +185,14 @@ def test_divergence_fails_the_trial_and_the_sweep_goes_on(
     real = train.execute
 
     def diverge_on_nham(spec, *args, **kwargs):  # the real trainer, except for nHAM cells
-        if spec.ham is not None and spec.ham.alpha < 0:
-            raise TrainingDiverged(f"loss is nan at epoch 3 (alpha={spec.ham.alpha})")
+        if spec.ham is not None and spec.ham.alpha < 0:  # a diverged run is a failed result
+            return RunResult(spec, "accuracy", "failed", math.nan, math.nan, 0, 3, 0.1,
+                             reason=f"loss is nan at epoch 3 (alpha={spec.ham.alpha})")
         return real(spec, *args, **kwargs)
 
     monkeypatch.setattr(train, "execute", diverge_on_nham)
     path = write_sweep(tmp_path, grid_body("v", alpha="[200, -10]", beta="[0]"))
-    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu") == 0
+    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", pack="off").finished
     trials = trials_of(path)
     states = {t.user_attrs["cell"]: t.state for t in trials}
     assert states == {"adam": TrialState.COMPLETE, "a=200,b=0": TrialState.COMPLETE,
@@ -199,7 +203,7 @@ def test_divergence_fails_the_trial_and_the_sweep_goes_on(
     with open(tmp_path / "out" / "best.csv") as f:
         assert [r["optimizer"] for r in csv.DictReader(f)] == ["adam", "ham"]
     # Rerun: a diverged cell is settled, not retried.
-    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu") == 0
+    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", pack="off").finished
     assert len(trials_of(path)) == 3
 
 
@@ -218,7 +222,7 @@ search:
   pruner: median
 """
     path = write_sweep(tmp_path, body)
-    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu") == 0
+    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", pack="off").finished
     trials = trials_of(path)
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert trials[0].user_attrs["cell"] == "adam" and trials[0].params == {}
@@ -228,5 +232,5 @@ search:
         sign = 1 if t.params["sign"] == "ham" else -1
         assert t.user_attrs["alpha"] == sign * t.params["abs_alpha"]
     # --trials raises the budget of the same study: resumes and adds one trial.
-    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", trials=4) == 0
+    assert sw.run_sweep(path, out=tmp_path / "out", device="cpu", trials=4, pack="off").finished
     assert len(trials_of(path)) == 4

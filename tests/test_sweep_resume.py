@@ -22,12 +22,13 @@ from hamgraph import sweep as sw
 
 @pytest.mark.parametrize("backend", ["journal", "sqlite"])
 def test_resume_after_kill_9(tmp_path: Path, backend: str) -> None:
-    # 400 epochs: a trial lasts ~2 s, long enough for the 0.2 s poll to catch one RUNNING
+    # 400 epochs: a trial lasts ~2 s, long enough for the 0.2 s poll to catch one RUNNING;
+    # --batch 1: one trial at a time, so one is COMPLETE while the next runs
     path = write_sweep(tmp_path, grid_body("k", alpha="[200]", beta="[0, 0.1]", epochs=400))
     out = tmp_path / "out"
     storage = None if backend == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "hamgraph", "sweep", str(path), "--out", str(out),
-           "--device", "cpu"] + ([] if storage is None else ["--storage", storage])
+           "--device", "cpu", "--batch", "1"] + ([] if storage is None else ["--storage", storage])
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = storage or sw.storage_url(None, out)

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from sweep_helpers import assert_each_cell_once, grid_body, trials_of, write_sweep
 
 from hamgraph import sweep as sw
+from hamgraph.sweep import coordination as co
 
 # --- PostgreSQL, several workers ----------------------------------------------------------------
 
@@ -43,9 +44,9 @@ def test_four_workers_on_postgres_each_cell_once(tmp_path: Path, postgres_url: s
     path = write_sweep(tmp_path, grid_body(name, alpha="[1, 10, -10, -100]",
                                            beta="[0, 0.01, 0.1]", epochs=5, baseline=False))
     out = tmp_path / "out"
-    assert sw.run_sweep(path, storage=postgres_url, workers=4, out=out, device="cpu") == 0
+    assert sw.run_sweep(path, storage=postgres_url, workers=4, out=out, device="cpu").finished
     trials = trials_of(path, sw.storage_url(postgres_url, out))
-    cells = [c.label for c in sw.grid_cells(sw.load_sweep(path).search)]  # type: ignore[arg-type]
+    cells = [c.label for c in sw.load_sweep(path).search.cells()]
     assert len(cells) == 12
     assert_each_cell_once(trials, cells)
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
@@ -54,7 +55,7 @@ def test_four_workers_on_postgres_each_cell_once(tmp_path: Path, postgres_url: s
             assert t.user_attrs["reason"].startswith("duplicate of trial")
         else:
             assert t.state == TrialState.COMPLETE
-    owners = {t.system_attrs[sw.S_OWNER]["pid"] for t in trials}
+    owners = {t.system_attrs[co.S_OWNER]["pid"] for t in trials}
     assert len(owners) >= 2, "the trials were not shared between worker processes"
     with open(out / "best.csv") as f:
         assert [r["optimizer"] for r in csv.DictReader(f)] == ["ham", "nham"]

@@ -1,0 +1,239 @@
+"""Trial coordination between workers: owners, dead workers, heartbeats, no cell twice.
+
+Dead workers: every trial records its owner (host, pid, process start time). A RUNNING trial
+whose owner process is gone (same host) is failed and retried (a WAITING copy of its
+parameters) the next time any worker looks. Across hosts, RDB storages use Optuna's heartbeat
+(`heartbeat_interval`, `grace_period`, `RetryHeartbeatStaleTrialCallback`); the journal storage
+has no heartbeat in Optuna 5, so hamgraph writes its own heartbeat system attribute there (one
+thread per batch beats for every trial of the batch). A retried trial reuses the runs that
+already finished (the result store is keyed by RunSpec).
+
+No cell completes twice. Known limit (like GridSampler's own, see its docstring): two workers
+can start the same cell. A trial first yields (PRUNED, user attribute `reason: duplicate of
+trial N`) to a finished cell or to a running one with a smaller trial number; just before it
+completes, it marks itself "finishing" and yields to any other finishing or COMPLETE trial of
+the same cell. Storage writes are sequentially consistent (one database, or one append-only
+journal), so of two racing trials the later check always sees the earlier mark: at most one
+COMPLETE per cell. In the rare case both yield, the cell is re-queued (its runs are already in
+the result store, so the retry costs no training). Trials of one batch are checked the same
+way: two asks of one batch that got the same cell leave one of them PRUNED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from hamgraph.atomic import pid_alive
+from hamgraph.sweep.spaces import CELL, quiet_experimental
+from hamgraph.sweep.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, is_journal
+
+log = logging.getLogger(__name__)
+
+# ---- trial attributes ---------------------------------------------------------------------------
+A_CELL = CELL  # user attr: the cell label, the key of the duplicate guard
+A_OPT, A_ALPHA, A_BETA = "optimizer", "alpha", "beta"  # user attrs, readable in the dashboard
+A_OUTCOME = "outcome"  # user attr: complete | diverged | pruned | duplicate | stale | error
+A_REASON = "reason"  # user attr: why a trial failed / was pruned
+S_OWNER = "hamgraph:owner"  # system attr: {"trial", "host", "pid", "start"}
+S_HEARTBEAT = "hamgraph:heartbeat"  # system attr (journal storage): unix time of the last beat
+S_FINISHING = "hamgraph:finishing"  # system attr: passed the training, about to complete
+S_RETRY_OF = "hamgraph:retry_of"  # system attr: the trial number a WAITING retry replaces
+EVALUATED = ("complete", "diverged", "pruned")  # outcomes that count towards the trial budget
+DONE = ("complete", "diverged")  # outcomes that settle a cell ("error" does not: it is retried)
+
+
+# ==== owners and liveness ========================================================================
+def _process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); "" where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    return pid_alive(pid) and (not start or _process_start(pid) in ("", start))
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Record this process as the owner of `trial` (read by `recover_stale` of any worker)."""
+    pid = os.getpid()
+    owner = {"trial": trial.number, "host": socket.gethostname(), "pid": pid,
+             "start": _process_start(pid)}
+    trial.storage.set_trial_system_attr(trial._trial_id, S_OWNER, owner)
+
+
+def _is_stale(trial: FrozenTrial, now: float) -> bool:
+    owner = trial.system_attrs.get(S_OWNER)
+    if isinstance(owner, dict) and owner.get("trial") == trial.number:
+        if owner.get("host") == socket.gethostname() and not _alive(
+            int(owner["pid"]), str(owner.get("start", ""))
+        ):
+            return True
+        beat = trial.system_attrs.get(S_HEARTBEAT)
+        return isinstance(beat, (int, float)) and now - beat > GRACE_SECONDS
+    # No owner yet: created but never claimed; only its age tells.
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - started > GRACE_SECONDS
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials of dead workers and queue a retry of each. Returns their numbers."""
+    storage = study._storage
+    if not is_journal(storage):
+        with quiet_experimental():
+            optuna.storages.fail_stale_trials(study)  # RDB heartbeat; retries via the callback
+    now = time.time()
+    failed: list[int] = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_stale(trial, now):
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, A_OUTCOME, "stale")
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        failed.append(trial.number)
+        _enqueue_retry(study, trial)
+        log.warning("%s: trial %d of a dead worker failed and queued again",
+                    study.study_name, trial.number)
+    return failed
+
+
+def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    user = {k: trial.user_attrs[k] for k in (A_CELL, A_OPT, A_ALPHA, A_BETA)
+            if k in trial.user_attrs}
+    system = {k: trial.system_attrs[k] for k in ("grid_id", "search_space")
+              if k in trial.system_attrs}
+    system[S_RETRY_OF] = trial.number
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=user, system_attrs=system,
+    ))
+
+
+class Heartbeat:
+    """Journal storage only (Optuna 5 has no journal heartbeat): a system attr beat per period
+    for every trial of a batch. A null object for RDB storages, where Optuna's own heartbeat
+    thread runs (per trial, started by `study.ask`)."""
+
+    def __init__(self, trials: Sequence[optuna.Trial], enabled: bool) -> None:
+        self._trials, self._enabled = list(trials), enabled and bool(trials)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self._enabled:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while True:
+            for trial in self._trials:
+                with contextlib.suppress(Exception):  # a failed beat only looks stale
+                    trial.storage.set_trial_system_attr(trial._trial_id, S_HEARTBEAT, time.time())
+            if self._stop.wait(HEARTBEAT_SECONDS):
+                return
+
+
+# ==== progress of a study ========================================================================
+def cell_of(trial: FrozenTrial) -> str | None:
+    cell = trial.user_attrs.get(A_CELL, trial.params.get(A_CELL))
+    return None if cell is None else str(cell)
+
+
+def is_done(trial: FrozenTrial) -> bool:
+    """COMPLETE, or finished with an outcome that settles its cell (diverged)."""
+    if trial.state == TrialState.COMPLETE:
+        return True
+    return trial.state.is_finished() and trial.user_attrs.get(A_OUTCOME) in DONE
+
+
+@dataclasses.dataclass
+class Progress:
+    evaluated: int  # trials that count towards the budget
+    running: int  # RUNNING trials (any worker)
+    waiting: int
+    missing: list[str]  # grid cells with nothing done, running or waiting
+    open_cells: int  # grid cells neither done nor running (a worker could start them)
+    done_cells: int
+
+    def finished(self, budget: int, grid: bool) -> bool:
+        if self.evaluated >= budget:
+            return True
+        return grid and self.done_cells >= budget
+
+
+def study_progress(study: optuna.Study, cells: list[str] | None) -> Progress:
+    """Where a study stands; `cells`: the labels of a finite space (None: an open space)."""
+    trials = study.get_trials(deepcopy=False)
+    evaluated = sum(
+        t.state.is_finished() and t.user_attrs.get(A_OUTCOME) in EVALUATED for t in trials
+    )
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    if cells is None:
+        return Progress(evaluated, running, waiting, [], 0, 0)
+    done = {cell_of(t) for t in trials if is_done(t)}
+    active = {cell_of(t) for t in trials if t.state == TrialState.RUNNING}
+    queued = {cell_of(t) for t in trials if t.state == TrialState.WAITING}
+    tried = {cell_of(t) for t in trials}
+    missing = [c for c in cells if c in tried and c not in done | active | queued]
+    open_cells = sum(c not in done and c not in active for c in cells)
+    return Progress(evaluated, running, waiting, missing, open_cells,
+                    sum(c in done for c in cells))
+
+
+def enqueue_cell(study: optuna.Study, cell: str, cells: list[str]) -> None:
+    """Queue a grid cell again (all its earlier trials were duplicates, errors or dead)."""
+    system: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        if cell_of(t) == cell and "grid_id" in t.system_attrs:
+            system = {k: t.system_attrs[k] for k in ("grid_id", "search_space")}
+            break
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params={A_CELL: cell},
+        distributions={A_CELL: CategoricalDistribution(cells)},
+        user_attrs={A_CELL: cell}, system_attrs=system,
+    ))
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, cell: str, final: bool) -> int | None:
+    """The trial this one must yield to, if any (see the module docstring).
+
+    `final=False`: the check before training; `final=True`: just before completing (the
+    caller has set its own S_FINISHING mark first).
+    """
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or cell_of(other) != cell:
+            continue
+        if is_done(other):
+            return other.number
+        if other.state != TrialState.RUNNING:
+            continue
+        if final and other.system_attrs.get(S_FINISHING):
+            return other.number
+        if not final and other.number < trial.number:
+            return other.number
+    return None

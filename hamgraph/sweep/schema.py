@@ -1,0 +1,141 @@
+"""The sweep file: YAML -> a validated `Sweep` (the strict base and the one-line errors of
+`hamgraph.config`, so grids and sweeps read and complain alike), and the study names.
+
+    name: smoke                # default: the file name
+    datasets: [cora]
+    models: [gcn]
+    base: {sgd: {momentum: 0.9}}   # optional: the base optimizer, as in grids (default: the
+                                   # protocol's); part of every cell's identity
+    epochs: 30                 # runs / seed / overrides: as in grids
+    search: {kind: grid, alpha: [200, -10], beta: [0, 0.1]}   # see hamgraph.sweep.spaces
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from hamgraph.config import BaseChoice, StrictModel, parse_model, read_yaml
+from hamgraph.errors import ConfigError, UserInputError
+from hamgraph.specs import HamSettings, OptimizerSpec, RunSpec, normalize_options
+from hamgraph.sweep.spaces import BASELINE, Space
+
+# Bumped when the meaning of a trial's value changes, so a resumed sweep never mixes two
+# meanings in one study (2: the value is the mean validation metric x100, as in every table).
+TRIAL_VALUES = 2
+
+
+class Sweep(StrictModel):
+    """A sweep file. Base settings mean the same as in a grid config (`hamgraph run`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    datasets: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    base: BaseChoice | None = None  # None: the protocol's base optimizer
+    epochs: int | None = Field(default=None, gt=0)  # None: the protocol preset
+    runs: int | None = Field(default=None, gt=0)  # None: all runs of the protocol
+    seed: int = Field(default=0, ge=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)  # fields of NodeParams / GraphParams
+    search: Space
+
+    @model_validator(mode="after")
+    def _epochs_once(self) -> Sweep:
+        if self.epochs is not None and "epochs" in self.overrides:
+            raise ValueError("epochs is given both at the top level and in overrides; keep one")
+        return self
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(dataset, model) pairs, one study each, in file order."""
+        return [(d, m) for d in self.datasets for m in self.models]
+
+    def param_overrides(self) -> dict[str, Any]:
+        out = dict(self.overrides)
+        if self.epochs is not None:
+            out["epochs"] = self.epochs
+        return out
+
+    @property
+    def baseline(self) -> str:
+        """The baseline cell's label: "adam" on the protocol's base, else the base's label."""
+        if self.base is None:
+            return BASELINE
+        return OptimizerSpec(self.base.name, normalize_options(dict(self.base.options))).label()
+
+    def specs(self, dataset: str, model: str, ham: HamSettings | None) -> list[RunSpec]:
+        """The RunSpecs of one cell (the protocol's runs), exactly as a grid would make them."""
+        from hamgraph.grid import specs_for
+
+        return specs_for(
+            dataset, model, ham, overrides=self.param_overrides(), runs=self.runs,
+            seed=self.seed, base=None if self.base is None else self.base.name,
+            base_options=None if self.base is None else dict(self.base.options),
+        )
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read and validate a sweep file. Raises ConfigError (one line: file, key, problem)."""
+    path = Path(path)
+    raw = read_yaml(path)  # the grid config's YAML reader: 1e-3 is a float, duplicate keys fail
+    if isinstance(raw, dict):
+        raw.setdefault("name", path.stem)
+    sweep = parse_model(raw, str(path), Sweep, "name, datasets, models, search, ...")
+    _check_names(sweep, path)
+    return sweep
+
+
+def _check_names(sweep: Sweep, path: Path) -> None:
+    """Datasets and models exist and fit each other; base and overrides are valid for all."""
+    from hamgraph.data.registry import resolve_dataset
+    from hamgraph.grid import OverrideError
+    from hamgraph.models import resolve_model
+    from hamgraph.optim.factory import check_base_options
+
+    tasks: dict[str, str] = {}
+    for i, name in enumerate(sweep.datasets):
+        try:
+            tasks[name] = resolve_dataset(name).task
+        except UserInputError as exc:
+            raise ConfigError(f"{path}: datasets[{i}]: {exc}") from None
+    for i, model in enumerate(sweep.models):
+        for dataset, task in tasks.items():
+            try:
+                resolve_model(model, task)
+            except UserInputError as exc:
+                raise ConfigError(f"{path}: models[{i}]: {exc} (dataset {dataset!r})") from None
+    if sweep.base is not None:
+        try:
+            check_base_options(sweep.base.name, dict(sweep.base.options))
+        except UserInputError as exc:
+            raise ConfigError(f"{path}: base: {exc}") from None
+    for dataset, model in sweep.targets():
+        try:
+            sweep.specs(dataset, model, None)
+        except OverrideError as exc:
+            key = "epochs" if exc.field == "epochs" and sweep.epochs is not None else (
+                f"overrides.{exc.field}")
+            raise ConfigError(f"{path}: {key}: {exc.problem}") from None
+        except UserInputError as exc:
+            raise ConfigError(f"{path}: {dataset} x {model}: {exc}") from None
+
+
+def _space_hash(sweep: Sweep) -> str:
+    """What makes two trials comparable: the space, the base and every setting of the runs."""
+    blob: dict[str, Any] = {
+        "search": sweep.search.identity(),
+        "epochs": sweep.epochs, "runs": sweep.runs, "seed": sweep.seed,
+        "overrides": sweep.overrides, "trial_values": TRIAL_VALUES,
+    }
+    if sweep.base is not None:
+        blob["base"] = sweep.base.to_yaml()
+    text = json.dumps(blob, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def study_name(sweep: Sweep, dataset: str, model: str) -> str:
+    """`<sweep>.<dataset>.<model>.<hash>`: the same command resumes, an edited space does not."""
+    return f"{sweep.name}.{dataset}.{model}.{_space_hash(sweep)}"
