@@ -143,6 +143,34 @@ def test_dropout():
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.75))
 
 
+def test_dropout_masks_come_from_the_runs_generator(graph):
+    """A run's masks depend only on its generator: same seed, same masks, whatever the global
+    RNG did in between; the global generator is not consumed; another seed differs."""
+    x = torch.ones(50, 40)
+
+    def masks(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return [dropout(x, 0.5, True, gen) for _ in range(3)]
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = masks(1)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not consumed
+    torch.rand(7)  # moves the global generator
+    again = masks(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1])  # successive sites get fresh masks
+    assert not torch.equal(first[0], masks(2)[0])
+    # the model passes its generator to every site: same generator seed -> same training output
+    edge_x, edge_index = graph
+    model = build_node_model("sage", _params(pre_linear=True), F_IN, CLASSES).train()
+    prepared = model.prepare_graph(edge_index, N)
+    outs = [model(edge_x, prepared, torch.Generator().manual_seed(3)) for _ in range(2)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    other = model(edge_x, prepared, torch.Generator().manual_seed(4))
+    assert not torch.equal(outs[0], other)
+
+
 def test_gcn_symmetric_propagation_gradient(graph):
     _, edge_index = graph
     gcn = build_node_model("gcn", _params(), F_IN, CLASSES)
