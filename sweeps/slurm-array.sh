@@ -34,8 +34,11 @@ WORKERS="${HAMGRAPH_WORKERS_PER_NODE:-1}"           # 1 per GPU; CPU nodes: a fe
 
 # Each node keeps its own dataset cache (processed files); the raw-file mirror is read-only.
 export HAMGRAPH_DATA="${HAMGRAPH_DATA:-${TMPDIR:-/tmp}/hamgraph-data-$SLURM_JOB_ID}"
-# Different TPE seeds per array task (hamgraph adds SLURM_ARRAY_TASK_ID x 1000 to the seed).
+# Different TPE seeds per array task and srun task: every worker but the first one of a fresh
+# study seeds TPE with a hash of (seed, worker, SLURM_ARRAY_TASK_ID.SLURM_PROCID, trials so far).
 export SLURM_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-0}"
+# Each worker asks several trials at once and trains their runs as packs on its GPU
+# (--batch N, default: the cells left; --pack auto sizes the packs from free memory).
 
 srun hamgraph sweep "$SWEEP_FILE" \
   --storage "$HAMGRAPH_STORAGE" \
