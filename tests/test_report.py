@@ -1,7 +1,10 @@
-"""`hamgraph report`: numbers, selection, marks, notes, bad input, LaTeX / Markdown / HTML shape."""
+"""`hamgraph report`: numbers, selection, marks, notes, bad input, LaTeX / Markdown / HTML shape,
+one row per optimizer setting, the one best rule, --metric, --compare."""
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import shutil
 import subprocess
@@ -9,12 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_factory import cell_rows, run_row, write_results
+from test_report_factory import VERSION, cell_results, run_result, write_results
 
 from hamgraph import plots
+from hamgraph.cells import select_best, summarize
 from hamgraph.cli import main as cli_main
-from hamgraph.errors import UserInputError
-from hamgraph.report import MIN_PAIRS, write_report
+from hamgraph.errors import UnknownNameError, UserInputError
+from hamgraph.report import MIN_PAIRS, ReportOutcome, write_report
+from hamgraph.store import ResultStore
+
+cell_rows = cell_results
+run_row = run_result
 
 CORA_ADAM = ([0.80, 0.81, 0.79, 0.80, 0.82], [0.791, 0.802, 0.783, 0.795, 0.811])
 # Best mean validation (selected): alpha 200, beta 0.1. Best test: alpha 10, beta 0 (not selected).
@@ -48,7 +56,9 @@ def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def report(tmp_path: Path, no_plots: None) -> Path:
     root = write_results(tmp_path / "res", _rows(), histories=False)
-    assert write_report([root], ["csv", "latex", "md"], None) == 0
+    outcome = write_report([root], ["csv", "latex", "md", "html"], None)
+    assert isinstance(outcome, ReportOutcome) and outcome.out == root / "report"
+    assert (outcome.runs, outcome.failed) == (len(_rows()), 0)
     return root / "report"
 
 
@@ -141,7 +151,7 @@ def test_partial_results_are_noted(tmp_path: Path, no_plots: None) -> None:
     )
     rows = [*rows[:4], failed]
     root = write_results(tmp_path / "res", rows, histories=False)
-    assert write_report([root], ["csv", "md"], None) == 0
+    write_report([root], ["csv", "md"], None)
     adam = _row(_main(root / "report"), "cora", "GCN")
     assert (adam["n"], adam["expected"], adam["failed"]) == (4, 5, 1)
     assert bool(adam["partial"])
@@ -171,7 +181,7 @@ def test_multiple_dirs_concatenated_and_deduplicated(tmp_path: Path, no_plots: N
     first = write_results(tmp_path / "a", rows[:3], histories=False)
     second = write_results(tmp_path / "b", rows[2:], histories=False)  # run 2 in both
     out = tmp_path / "out"
-    assert write_report([first, second], ["csv"], out) == 0
+    write_report([first, second], ["csv"], out)
     adam = _row(_main(out), "cora", "GCN")
     assert adam["n"] == 5
     assert adam["mean"] == pytest.approx(pd.Series(CORA_ADAM[1]).mean() * 100, rel=1e-5)
@@ -196,7 +206,7 @@ def test_latex_escapes_names(tmp_path: Path, no_plots: None) -> None:
     rows = cell_rows("my_data%", "gcn", "adam", [0.5, 0.6], [0.5, 0.6])
     rows += cell_rows("my_data%", "my_model", "adam", [0.5, 0.6], [0.5, 0.6])
     root = write_results(tmp_path / "res", rows, histories=False)
-    assert write_report([root], ["latex", "md"], None) == 0
+    write_report([root], ["latex", "md"], None)
     tex = (root / "report" / "main.tex").read_text()
     assert r"my\_data\%" in tex and r"my\_model" in tex
     assert "my_data%" not in tex and "my_model" not in tex.replace(r"my\_model", "")
@@ -267,12 +277,13 @@ def test_bad_input_foreign_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_bad_input_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = cell_rows("cora", "gcn", "adam", [0.8], [0.8])
-    rows[0]["optimizer"] = "sgd"
-    write_results(tmp_path / "res", rows, histories=False)
-    assert "optimizer 'sgd' is not one of adam, ham, nham" in _bad(
-        tmp_path, capsys, str(tmp_path / "res")
-    )
+    root = write_results(tmp_path / "res", cell_rows("cora", "gcn", "adam", [0.8], [0.8]))
+    shutil.rmtree(root / "records")  # a runs.csv alone: the store reads it as it is
+    text = (root / "runs.csv").read_text()
+    (root / "runs.csv").write_text(text.replace(",ok,", ",done,"))
+    assert "status 'done' is not one of ok, failed" in _bad(tmp_path, capsys, str(root))
+    (root / "runs.csv").write_text(text.replace(",0.8,", ",high,", 1))
+    assert "val 'high' is not a number" in _bad(tmp_path, capsys, str(root))
 
 
 def test_bad_input_second_path_checked_before_writing(
@@ -295,37 +306,14 @@ def test_unknown_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 # ---- the real result store and other stages -----------------------------------------------
 
 
-def test_report_reads_what_the_result_store_writes(tmp_path: Path, no_plots: None) -> None:
-    from hamgraph.report import REQUIRED_COLUMNS
-    from hamgraph.specs import EpochStats, HamSettings, NodeParams, RunResult, RunSpec
-    from hamgraph.store import RUN_COLUMNS, ResultStore
-
-    assert set(REQUIRED_COLUMNS) <= set(RUN_COLUMNS)
-    params = NodeParams(lr=1e-3, hidden=8, layers=2, dropout=0.5, weight_decay=0.0, epochs=2)
-    store = ResultStore(tmp_path / "res")
-    history = [EpochStats(e, 1.0 / e, 0.9, 0.8, 0.7, 1e-3, 3, 0.1) for e in (1, 2)]
-    values = {None: [0.70, 0.72, 0.71], HamSettings(200.0, 0.1): [0.75, 0.77, 0.76]}
-    for ham, tests in values.items():
-        for run, test in enumerate(tests):
-            spec = RunSpec("cora", "gcn", params, ham, run=run, seed=run)
-            store.add(
-                RunResult(spec, "accuracy", "ok", test + 0.05, test, 2, 2, 1.0, history=history)
-            )
-    failed = RunSpec("cora", "gcn", params, None, run=3, seed=3)
-    store.add(
-        RunResult(
-            failed,
-            "accuracy",
-            "failed",
-            float("nan"),
-            float("nan"),
-            0,
-            1,
-            1.0,
-            reason="TrainingDiverged: loss is nan",
-        )
-    )
-    assert write_report([tmp_path / "res"], ["csv", "md"], None) == 0
+def test_store_written_failed_run_and_provenance(tmp_path: Path, no_plots: None) -> None:
+    results = cell_rows("cora", "gcn", "adam", [0.75, 0.77, 0.76], [0.70, 0.72, 0.71])
+    results += cell_rows("cora", "gcn", "ham", [0.8, 0.82, 0.81], [0.75, 0.77, 0.76], 200, 0.1,
+                         device="cuda (NVIDIA H100)")  # fmt: skip
+    results.append(run_row("cora", "gcn", "adam", 3, 0, 0, status="failed",
+                           reason="TrainingDiverged: loss is nan"))  # fmt: skip
+    write_results(tmp_path / "res", results, histories=False)
+    write_report([tmp_path / "res"], ["csv", "md"], None)
     main = _main(tmp_path / "res" / "report")
     adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")
     assert (adam["n"], adam["failed"], adam["expected"]) == (3, 1, 4)
@@ -334,24 +322,132 @@ def test_report_reads_what_the_result_store_writes(tmp_path: Path, no_plots: Non
     assert (ham["alpha"], ham["beta"]) == (200, 0.1)
     assert "1 failed (TrainingDiverged: loss is nan)" in adam["note"]
     assert "4 runs per cell; the protocol has 5" in adam["note"]
+    # the notes name the hamgraph versions and devices behind each table
+    assert (adam["hamgraph_versions"], adam["devices"]) == (VERSION, "cpu")
+    md = (tmp_path / "res" / "report" / "main.md").read_text()
+    runs = f"hamgraph {VERSION} on cpu: 3 runs; hamgraph {VERSION} on cuda (NVIDIA H100): 3 runs"
+    assert f"Runs: {runs}." in md
+    assert "Splits: Cora: per-class-20/500/1000 (random split: 20 training nodes" in md
 
 
-def test_dataset_stats_in_header_when_cached(
+def test_headers_come_from_the_registry_not_the_stats_cache(
     tmp_path: Path, no_plots: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Headers must not depend on whether `hamgraph datasets` ran on this machine before."""
     from hamgraph.data import catalog
 
-    # what `hamgraph datasets` caches for cora (the real values); citeseer is not cached
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HAMGRAPH_DATA", str(cache))
-    cora = {"nodes": 2708, "edges_undirected": 5278}
-    catalog._write_stats(cache / catalog.STATS_FILE, {"cora": cora})
     rows = cell_rows("cora", "gcn", "adam", [0.8], [0.8])
     rows += cell_rows("citeseer", "gcn", "adam", [0.7], [0.7])
     root = write_results(tmp_path / "res", rows, histories=False)
-    assert write_report([root], ["md", "latex"], None) == 0
+    texts = []
+    for cached in (False, True):
+        cache = tmp_path / f"cache{cached}"
+        monkeypatch.setenv("HAMGRAPH_DATA", str(cache))
+        if cached:
+            catalog._write_stats(
+                cache / catalog.STATS_FILE, {"cora": {"nodes": 2708, "edges_undirected": 5278}}
+            )
+        write_report([root], ["md", "latex"], tmp_path / f"out{cached}")
+        texts.append([(tmp_path / f"out{cached}" / n).read_text() for n in ("main.md", "main.tex")])
+    assert texts[0] == texts[1]
+    assert "| Cora (acc) | CiteSeer (acc) |" in texts[0][0] and "2,708" not in texts[0][0]
+
+
+# ---- issue #9: one row per optimizer setting, the one best rule, --metric ----------------------
+
+
+def _ablation_results() -> list:
+    """{ham: {alpha: 200, beta: 0.1}}, the same with sign_source: previous, and with
+    mask_beta: false: 3 cells x 2 runs = 6 distinct runs."""
+    results = []
+    for ham, tests in (
+        ({}, [0.80, 0.82]),
+        ({"sign_source": "previous"}, [0.70, 0.72]),
+        ({"mask_beta": False}, [0.60, 0.62]),
+    ):
+        results += cell_rows("cora", "gcn", "ham", [0.9, 0.9], tests, 200, 0.1, ham=ham)
+    return results
+
+
+def test_ham_settings_are_distinct_rows(
+    tmp_path: Path, no_plots: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_results(tmp_path / "res", _ablation_results(), histories=False)
+    assert len(ResultStore(root).frame()) == 6
+    with caplog.at_level(logging.WARNING):
+        outcome = write_report([root], ["csv", "md", "latex", "html"], None)
+    assert outcome.runs == 6 and "keeping one" not in caplog.text
+    main = _main(root / "report")
+    assert list(main["row"]) == [
+        "GCN+HAM", "GCN+HAM (mask_beta=False)", "GCN+HAM (sign_source=previous)",
+    ]  # fmt: skip
+    assert list(main["n"]) == [2, 2, 2]
+    assert list(main["mean"]) == pytest.approx([81.0, 61.0, 71.0])
+    assert set(main["cell"]) == {
+        "ham(200, 0.1)", "ham(200, 0.1, mask_beta=False)", "ham(200, 0.1, sign_source=previous)",
+    }  # fmt: skip
     md = (root / "report" / "main.md").read_text()
-    assert "Cora (acc, 2,708 nodes / 5,278 edges)" in md and "CiteSeer (acc)" in md
+    assert "| GCN+HAM | **81.00 ± 1.41** |" in md
+    assert "| GCN+HAM (sign_source=previous) | 71.00 ± 1.41 |" in md
+    assert "| GCN+HAM (mask_beta=False) | 61.00 ± 1.41 |" in md
+    best = pd.read_csv(root / "report" / "best_params.csv")
+    assert sorted(best["method"]) == ["ham", "ham (mask_beta=False)", "ham (sign_source=previous)"]
+
+
+def test_ham_settings_from_a_real_grid(tmp_path: Path, no_plots: None) -> None:
+    """The same three settings trained by `hamgraph run` on the synthetic CSBM graph."""
+    from hamgraph.grid import run_grid
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "name: ablation\nruns: 2\nepochs: 3\ngrid:\n  dataset: [csbm-h0.8-n200]\n"
+        "  model: [gcn]\n  optimizer:\n"
+        "    - {ham: {alpha: 200, beta: 0.1}}\n"
+        "    - {ham: {alpha: 200, beta: 0.1, sign_source: previous}}\n"
+        "    - {ham: {alpha: 200, beta: 0.1, mask_beta: false}}\n"
+    )
+    outcome = run_grid(config, out=tmp_path / "res", device="cpu")
+    assert not outcome.failed
+    assert len(ResultStore(tmp_path / "res").frame()) == 6
+    write_report([tmp_path / "res"], ["csv"], None)
+    main = _main(tmp_path / "res" / "report")
+    assert len(main) == 3 and main["row"].is_unique and set(main["n"]) == {2}
+
+
+def test_best_params_is_the_cell_of_the_one_best_rule_on_a_tie(
+    tmp_path: Path, no_plots: None
+) -> None:
+    """Equal mean validation: the smaller |alpha| wins (cells.select_best), as in best.csv; a
+    cell with a failed run is never chosen, even with the best validation and the most runs."""
+    rows = cell_rows("cora", "gcn", "ham", [0.85, 0.87], [0.80, 0.80], 200, 0.1)
+    rows += cell_rows("cora", "gcn", "ham", [0.86, 0.86], [0.70, 0.70], 10, 0.1)  # same mean val
+    rows += cell_rows("cora", "gcn", "ham", [0.99, 0.99, 0.99], [0.9] * 3, 100, 0.0)
+    rows.append(run_row("cora", "gcn", "ham", 3, 0, 0, 100, 0.0, status="failed", reason="nan"))
+    root = write_results(tmp_path / "res", rows, histories=False)
+    expected = select_best(summarize(ResultStore(root).frame()))
+    assert (expected["alpha"], expected["beta"]) == (10, 0.1)
+    write_report([root], ["csv", "md"], None)
+    best = pd.read_csv(root / "report" / "best_params.csv")
+    assert len(best) == 1 and (best["alpha"].iloc[0], best["beta"].iloc[0]) == (10, 0.1)
+    assert best["cell"].iloc[0] == expected["label"] and bool(best["selected"].iloc[0])
+    ham = _row(_main(root / "report"), "cora", "GCN+HAM")
+    assert ham["mean"] == pytest.approx(70.0)
+    assert "1 of 3 (alpha, beta) cells with failed runs not considered" in ham["note"]
+
+
+def test_metric_val_shows_the_best_validation(tmp_path: Path, no_plots: None) -> None:
+    rows = cell_rows("cora", "gcn", "adam", [0.80, 0.82, 0.84], [0.70, 0.71, 0.72])
+    root = write_results(tmp_path / "res", rows, histories=False)
+    write_report([root], ["csv", "md"], tmp_path / "val", metric="val")
+    write_report([root], ["csv", "md"], tmp_path / "test")
+    val = _row(_main(tmp_path / "val"), "cora", "GCN")
+    test = _row(_main(tmp_path / "test"), "cora", "GCN")
+    assert val["mean"] == pytest.approx(82.0) and val["shown"] == "val"
+    assert test["mean"] == pytest.approx(71.0) and test["shown"] == "test"
+    assert "| GCN | 82.00 ± 2.00 |" in (tmp_path / "val" / "main.md").read_text()
+    assert "Best validation metric, mean" in (tmp_path / "val" / "main.md").read_text()
+    with pytest.raises(UserInputError, match="unknown --metric 'train'"):
+        write_report([root], ["csv"], tmp_path / "x", metric="train")
 
 
 def test_fewer_runs_than_the_protocol_is_noted_not_marked(tmp_path: Path, no_plots: None) -> None:
@@ -359,7 +455,7 @@ def test_fewer_runs_than_the_protocol_is_noted_not_marked(tmp_path: Path, no_plo
     rows = cell_rows("cora", "gcn", "adam", [0.80, 0.81], [0.79, 0.80])
     rows += cell_rows("cora", "gcn", "ham", [0.82, 0.83], [0.81, 0.82], alpha=200, beta=0.1)
     root = write_results(tmp_path / "res", rows, histories=False)
-    assert write_report([root], ["csv", "md"], None) == 0
+    write_report([root], ["csv", "md"], None)
     main = _main(root / "report")
     adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")
     assert (adam["n"], adam["expected"]) == (2, 2) and not bool(adam["partial"])
@@ -367,3 +463,91 @@ def test_fewer_runs_than_the_protocol_is_noted_not_marked(tmp_path: Path, no_plo
     md = (root / "report" / "main.md").read_text()
     assert "Cora, GCN: 2 runs per cell; the protocol has 5" in md
     assert "| GCN | 79.50 ± 0.71 |" in md  # no partial mark on the cell
+
+
+# ---- issue #13: --compare ------------------------------------------------------------------------
+
+
+def _compare_rows() -> list:
+    # Cora GCN: published 81.32 ± 0.30 (5 runs), HAM 81.44 ± 0.43 at (200, 0.1) (ham-paper)
+    rows = cell_rows("cora", "gcn", "adam", [0.8] * 5, [0.813, 0.816, 0.81, 0.812, 0.815])
+    rows += cell_rows("cora", "gcn", "ham", [0.9] * 5, [0.70, 0.71, 0.70, 0.71, 0.70], 10, 0.1)
+    rows += cell_rows("cora", "gcn", "ham", [0.8] * 5, [0.81] * 5, 10, 0.1,
+                      ham={"sign_source": "previous"})  # fmt: skip
+    return rows
+
+
+def test_compare_side_by_side(tmp_path: Path) -> None:
+    root = write_results(tmp_path / "x", _compare_rows())
+    assert cli_main(["report", str(root), "--compare", "ham-paper"]) == 0
+    report = root / "report"
+    main = _main(report)
+    adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")
+    assert adam["published_mean"] == 81.32 and adam["published_std"] == 0.30
+    assert adam["delta"] == pytest.approx(adam["mean"] - 81.32)
+    assert bool(adam["within_noise"]) and adam["source"] == "ham-paper"
+    assert ham["published_mean"] == 81.44 and not bool(ham["within_noise"])
+    assert ham["welch_p"] < 0.05
+    # no published value for the ablation: nothing made up
+    ablation = _row(main, "cora", "GCN+HAM (sign_source=previous)")
+    assert math.isnan(ablation["published_mean"]) and math.isnan(ablation["delta"])
+    md = (report / "main.md").read_text()
+    assert "| Cora (acc) ours | Cora (acc) published | Cora (acc) Δ |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| GCN |"))
+    assert "81.32 ± 0.30" in line and "≈" in line
+    assert "| GCN+HAM (sign_source=previous) | 81.00 ± 0.00† | – | – |" in md
+    assert "Splits: Cora: per-class-20/500/1000" in md and "ham-paper Table 14" in md
+    best = pd.read_csv(report / "best_params.csv")
+    got = best[best["method"] == "ham"].iloc[0]
+    assert (got["published_alpha"], got["published_beta"]) == (200, 0.1)
+    assert not bool(got["same_best"])
+    best_md = (report / "best_params.md").read_text()
+    assert "| Cora | 10, 0.1 | 200, 0.1 ≠ | 10, 0.1 | – |" in best_md
+    tex = (report / "main.tex").read_text()
+    assert r"\multicolumn{3}{c}{Cora (acc)}" in tex and r"$\approx$" in tex
+    assert r"\cmidrule(lr){2-4}" in tex
+    page = (report / "report.html").read_text()
+    assert '<th colspan="3">Cora (acc)</th>' in page and "figures/compare_cora.png" in page
+    png = (report / "figures" / "compare_cora.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    assert (report / "figures" / "compare_cora.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_compare_with_a_user_csv_and_a_variant(tmp_path: Path, no_plots: None) -> None:
+    published = tmp_path / "mine.csv"
+    published.write_text(
+        "source,dataset,model,optimizer,mean,std,runs,metric,split,paper,table\n"
+        "mine,cora,gcn,adam,50.0,1.0,3,accuracy,planetoid-public,My notes,T1\n"
+    )
+    rows = cell_rows("cora-public", "gcn", "adam", [0.8] * 3, [0.8, 0.81, 0.82])
+    rows += cell_rows("citeseer", "gcn", "adam", [0.7] * 3, [0.7] * 3)
+    root = write_results(tmp_path / "res", rows, histories=False)
+    write_report([root], ["csv", "md", "latex"], None, compare=published)
+    main = _main(root / "report")
+    public = _row(main, "cora-public", "GCN")
+    assert public["published_mean"] == 50.0 and public["published_split"] == "planetoid-public"
+    assert not bool(public["within_noise"]) and public["delta"] == pytest.approx(31.0)
+    assert math.isnan(_row(main, "citeseer", "GCN")["published_mean"])
+    md = (root / "report" / "main.md").read_text()
+    assert "Cora (public): planetoid-public" in md
+    assert "| GCN | 70.00 ± 0.00 | – | – | 81.00 ± 1.00 | 50.00 ± 1.00 | +31.00 |" in md
+
+
+def test_compare_unknown_source_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_results(tmp_path / "res", cell_rows("cora", "gcn", "adam", [0.8], [0.8]))
+    with pytest.raises(UnknownNameError, match="unknown published source 'nope'"):
+        write_report([root], ["csv"], None, compare="nope")
+    assert not (root / "report").exists()
+    assert cli_main(["report", str(root), "--compare", "nope"]) == 2
+    assert "ham-paper" in capsys.readouterr().err
+
+
+def test_latex_with_compare_compiles(tmp_path: Path, no_plots: None) -> None:
+    root = write_results(tmp_path / "x", _compare_rows(), histories=False)
+    write_report([root], ["latex"], None, compare="ham-paper")
+    tex = (root / "report" / "main.tex").read_text()
+    body = tex.replace(r"\{", "").replace(r"\}", "")
+    assert body.count("{") == body.count("}") and tex.count("$") % 2 == 0
+    test_latex_compiles(root / "report", tmp_path)

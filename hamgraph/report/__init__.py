@@ -1,0 +1,235 @@
+"""`hamgraph report`: result dirs -> paper tables (CSV / LaTeX / Markdown / HTML) and figures.
+
+    result dirs ──ResultStore(dir).frame()──► runs ──rows.build_tables──► ReportTables
+        ──render.render_{csv,latex,markdown,html}──► files      ──plots──► figures/
+
+- Input: one or more result dirs of `hamgraph run` / `hamgraph sweep`, read only through
+  `hamgraph.store.ResultStore` (runs.csv columns `RUN_COLUMNS`; histories from the records).
+  Several dirs are concatenated; a run key that appears twice is kept once (an ok row wins over
+  a failed one, then the later input). Two keys with the same cell, run and seed (runs that
+  differ in other hyperparameters: lr, epochs, ...) are not told apart by the tables: one is
+  kept and a warning says so.
+- Tables (`rows`): one row per model x optimizer setting, the (alpha, beta) picked by
+  `hamgraph.cells.best_per_group` (the one best rule), headers from the dataset registry only.
+  `metric="test"` shows the test metric at the best-validation epoch, `"val"` the best
+  validation metric. `compare` (a shipped source name such as "ham-paper" or the path of a CSV
+  in the same format, `hamgraph.compare.load_published`) puts the published values, the
+  difference and a within-noise mark beside every value, and the published best (alpha, beta)
+  beside ours.
+- Files in `out` (default `<first path>/report/`): main.{csv,tex,md}, best_params.{csv,tex,md},
+  report.html (per `formats`), figures/*.{png,pdf} (with matplotlib).
+
+Nothing is written when the input is bad: everything is read and checked before the first
+write. Known limit: stale figures of an earlier report in the same dir are left in place
+(report.html links only the new ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hamgraph.atomic import atomic_write_text
+from hamgraph.cells import CELL_COLUMNS
+from hamgraph.errors import UserInputError
+from hamgraph.report.render import render_csv, render_html, render_latex, render_markdown
+from hamgraph.report.rows import METRICS, MIN_PAIRS, ReportTables, ShownMetric, build_tables
+from hamgraph.store import RUN_COLUMNS, ResultStore
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MIN_PAIRS",
+    "VALID_FORMATS",
+    "ReportOutcome",
+    "ReportTables",
+    "build_tables",
+    "check_formats",
+    "load_runs",
+    "write_report",
+]
+
+VALID_FORMATS = ("csv", "latex", "md", "html")
+DEFAULT_FORMATS = VALID_FORMATS
+STATUSES = ("ok", "failed")
+RENDERERS = {"csv": render_csv, "latex": render_latex, "md": render_markdown}
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What `write_report` did (the CLI prints it)."""
+
+    out: Path
+    written: tuple[Path, ...]  # every file written, in order
+    figures: tuple[Path, ...]  # PNGs relative to `out` (each has a PDF beside it)
+    runs: int
+    ok: int
+    failed: int
+    inputs: tuple[Path, ...]
+    metric: ShownMetric
+    compare_source: str | None
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """Normalize the `--format` list; unknown names are a UserInputError listing the valid ones."""
+    wanted = [str(f).strip().lower() for f in formats if str(f).strip()]
+    if not wanted:
+        raise UserInputError(f"report: no output format given; valid: {', '.join(VALID_FORMATS)}")
+    bad = [f for f in wanted if f not in VALID_FORMATS]
+    if bad:
+        raise UserInputError(
+            f"report: unknown format {', '.join(map(repr, bad))}; valid: {', '.join(VALID_FORMATS)}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def _read_one(root: Path) -> pd.DataFrame:
+    """One result dir through the store, checked; adds `_root`."""
+    if not root.is_dir():
+        raise UserInputError(f"report: {root}: not a directory (expected a result dir)")
+    store = ResultStore(root)
+    if not store.runs_csv.is_file() and not store.finished_keys():
+        raise UserInputError(f"report: {root}: no runs.csv (not a hamgraph result dir)")
+    path = store.runs_csv
+    try:
+        frame = store.frame()
+    except pd.errors.EmptyDataError:
+        raise UserInputError(f"report: {path}: empty file, no header and no runs") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"report: {path}: not a readable runs.csv ({first})") from None
+    missing = [c for c in RUN_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserInputError(
+            f"report: {path}: not a hamgraph runs.csv, missing columns: {', '.join(missing)}"
+        )
+    if frame.empty:
+        raise UserInputError(f"report: {path}: no runs (header only)")
+    frame = frame[RUN_COLUMNS].copy()
+    bad = frame.loc[~frame["status"].isin(STATUSES), "status"]
+    if not bad.empty:
+        raise UserInputError(
+            f"report: {path}: row {bad.index[0] + 2}: status {bad.iloc[0]!r} is not one of "
+            f"{', '.join(STATUSES)}"
+        )
+    for col in ("alpha", "beta", "clamp", "val", "test", "run", "seed"):
+        numeric = pd.to_numeric(frame[col].replace("", math.nan), errors="coerce")
+        wrong = frame[col].notna() & (frame[col] != "") & numeric.isna()
+        wrong &= ~frame[col].astype(str).str.lower().isin(["nan"])
+        if wrong.any():
+            row = int(wrong.to_numpy().nonzero()[0][0])
+            raise UserInputError(
+                f"report: {path}: row {row + 2}: {col} {frame[col].iloc[row]!r} is not a number"
+            )
+        frame[col] = numeric.astype(float)
+    for col in ("run", "seed"):
+        if frame[col].isna().any():
+            row = int(frame[col].isna().to_numpy().nonzero()[0][0])
+            raise UserInputError(f"report: {path}: row {row + 2}: {col} is empty")
+        frame[col] = frame[col].astype(int)
+    ham = frame["optimizer"].isin(["ham", "nham"])
+    no_params = ham & (frame["alpha"].isna() | frame["beta"].isna())
+    if no_params.any():
+        row = int(no_params.to_numpy().nonzero()[0][0])
+        raise UserInputError(f"report: {path}: row {row + 2}: a HAM / nHAM run without alpha/beta")
+    # an "ok" run without finite numbers cannot be averaged: count it as failed
+    finite = frame["val"].map(math.isfinite) & frame["test"].map(math.isfinite)
+    frame.loc[~finite.astype(bool), "status"] = "failed"
+    frame["_root"] = str(root)
+    return frame
+
+
+def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
+    """Every result dir's runs (through `ResultStore`), concatenated, one row per key.
+
+    Raises UserInputError (one line, naming the dir or file) for a missing, empty or foreign
+    result dir.
+    """
+    if not paths:
+        raise UserInputError("report: no result dir given")
+    frames = [_read_one(Path(p)) for p in paths]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["_order"] = range(len(frame))
+    frame["_ok"] = frame["status"] == "ok"
+    frame = frame.sort_values(["_ok", "_order"]).drop_duplicates("key", keep="last")
+    same = [*CELL_COLUMNS, "run", "seed"]
+    dup = frame.duplicated(same, keep="last")
+    if dup.any():
+        log.warning(
+            "report: %d runs share their cell, run and seed with a run of another key (other "
+            "hyperparameters?), keeping one of each; first: %s",
+            int(dup.sum()),
+            frame.loc[dup, "key"].iloc[0],
+        )
+        frame = frame.loc[~dup]
+    return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
+
+
+def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
+    target = Path(out) if out is not None else Path(paths[0]) / "report"
+    if target.exists() and not target.is_dir():
+        raise UserInputError(f"report: --out {target} exists and is not a directory")
+    return target
+
+
+def write_report(
+    paths: Sequence[Path],
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    out: Path | None = None,
+    metric: str = "test",
+    compare: str | Path | None = None,
+) -> ReportOutcome:
+    """Read result dirs, write the tables (per `formats`), the figures and report.html.
+
+    `metric`: "test" | "val" (what the main tables show). `compare`: a published source (a
+    shipped name, e.g. "ham-paper", or a CSV path) to put beside our values, or None.
+    Raises UserInputError / UnknownNameError on bad input, before anything is written.
+    """
+    wanted = check_formats(formats)
+    if metric not in METRICS:
+        raise UserInputError(f"report: unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
+    paths = [Path(p) for p in paths]
+    runs = load_runs(paths)
+    published = None
+    if compare is not None:
+        from hamgraph.compare import load_published
+
+        published = load_published(compare)
+    target = _resolve_out(paths, out)
+    tables = build_tables(runs, metric=metric, published=published)  # type: ignore[arg-type]
+    rendered: dict[str, str] = {}
+    for fmt in wanted:
+        if fmt in RENDERERS:
+            rendered.update(RENDERERS[fmt](tables))
+
+    target.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, text in rendered.items():
+        atomic_write_text(target / name, text)
+        written.append(target / name)
+
+    from hamgraph.plots import write_figures
+
+    figures = write_figures(tables, target / "figures")
+    written += [target / f for f in figures] + [target / f.with_suffix(".pdf") for f in figures]
+    if "html" in wanted:
+        for name, text in render_html(tables, figures, paths).items():
+            atomic_write_text(target / name, text)
+            written.append(target / name)
+    ok = int((runs["status"] == "ok").sum())
+    return ReportOutcome(
+        out=target,
+        written=tuple(written),
+        figures=tuple(figures),
+        runs=len(runs),
+        ok=ok,
+        failed=len(runs) - ok,
+        inputs=tuple(paths),
+        metric=metric,  # type: ignore[arg-type]
+        compare_source=tables.compare_source,
+    )
