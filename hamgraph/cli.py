@@ -53,8 +53,21 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="tables (CSV / LaTeX / Markdown), plots, report.html")
     report.add_argument("paths", nargs="+", type=Path, help="result or sweep output dirs")
-    report.add_argument("--format", default="csv,latex,md", help="comma list of csv,latex,md")
+    report.add_argument(
+        "--format", default="csv,latex,md,html",
+        help="comma list of csv,latex,md,html (default: all)",
+    )
     report.add_argument("--out", type=Path, help="output dir (default: <first path>/report/)")
+    report.add_argument(
+        "--metric", choices=("test", "val"), default="test",
+        help="what the main tables show: test = the test metric at the best-validation epoch "
+        "(default); val = the best validation metric (as the HAM paper's graph tables)",
+    )
+    report.add_argument(
+        "--compare", metavar="SOURCE",
+        help="put published results beside ours: a shipped source (ham-paper) or the path of a "
+        "CSV in the same format",
+    )
 
     sweep = sub.add_parser("sweep", help="Optuna sweep over HAM's alpha and beta (resumable)")
     sweep.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
@@ -93,7 +106,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hamgraph.report import write_report
 
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
-        return write_report(args.paths, formats=formats, out=args.out)
+        report = write_report(
+            args.paths, formats=formats, out=args.out, metric=args.metric, compare=args.compare
+        )
+        compared = f", beside {report.compare_source}" if report.compare_source else ""
+        print(
+            f"report: {report.runs} runs ({report.ok} ok, {report.failed} failed) from "
+            f"{len(report.inputs)} dir(s){compared} -> {report.out}"
+        )
+        for path in report.written:
+            print(f"  wrote {path}")
+        return 0
     if args.command == "sweep":
         from hamgraph.runner import parse_pack
         from hamgraph.sweep import format_best, run_sweep
