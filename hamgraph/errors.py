@@ -22,7 +22,3 @@ class UnknownNameError(UserInputError, KeyError):
 
 class DatasetUnavailableError(UserInputError):
     """A dataset cannot be had offline. The message names the missing files and how to get them."""
-
-
-class TrainingDiverged(HamgraphError):
-    """The loss became NaN or infinite. The run is recorded as failed, the grid goes on."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from hamgraph.data.registry import DATASETS, resolve_dataset
@@ -94,9 +92,10 @@ def test_model_must_fit_the_task():
         default_params(resolve_dataset("ogbg-molhiv"), "gcn")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("hamgraph.presets.graph") is None,
-    reason="hamgraph.presets.graph (graph owner) not written yet",
-)
 def test_graph_presets_come_from_the_graph_module():
-    assert isinstance(default_params(resolve_dataset("ogbg-molhiv"), "gcnplus"), GraphParams)
+    from hamgraph.presets import graph
+
+    molhiv = default_params(resolve_dataset("ogbg-molhiv"), "gcnplus")
+    assert isinstance(molhiv, GraphParams)
+    assert molhiv == graph.GRAPH_PRESETS["ogbg-molhiv"]
+    assert (molhiv.lr, molhiv.hidden, molhiv.layers, molhiv.batch_size) == (1e-4, 256, 4, 32)

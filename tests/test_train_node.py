@@ -70,7 +70,7 @@ def test_same_seed_same_history_other_seed_differs(offline_paths):
         assert first.history == second.history
         assert (first.val, first.test, first.best_epoch) == (
             second.val, second.test, second.best_epoch)
-    assert first.history != _run(offline_paths, model=model, seed=4).history
+        assert first.history != _run(offline_paths, model=model, seed=4).history, model
 
 
 def test_ham_and_adam_both_record_diagnostics(offline_paths):

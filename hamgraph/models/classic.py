@@ -107,7 +107,6 @@ class ClassicGNN(nn.Module):
     name: ClassVar[str]
     graph_format: ClassVar[GraphFormat] = "edge_index"  # what `forward` takes as `graph`
     accepts_sparse_features: ClassVar[bool] = False  # first conv multiplies x by a weight first
-    supports_attention: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -263,7 +262,6 @@ class GAT(ClassicGNN):
     name = "gat"
     graph_format = "edge_index"
     accepts_sparse_features = True
-    supports_attention = True
 
     def init_conv(self, in_dim: int, out_dim: int) -> MessagePassing:
         return GATv2Conv(in_dim, out_dim, heads=1, bias=False, add_self_loops=False)

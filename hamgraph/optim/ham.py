@@ -44,7 +44,6 @@ __all__ = ["HAM", "SIGN_SOURCES"]
 SIGN_SOURCES = ("current", "previous")
 
 # The keys HAM adds to every param group, next to the base optimizer's own.
-HAM_KEYS = ("alpha", "beta", "clamp", "mask_beta", "ham", "sign_source")
 
 
 class HAM(Optimizer):
