@@ -169,6 +169,7 @@ class WorkerJob:
     group: str  # the tracker group (the grid's name)
     parent: int  # the parent's pid: a worker whose parent died stops
     log_level: int
+    deterministic: bool = False  # the parent's `--deterministic` (torch's global switch)
 
 
 def _watch_parent(parent: int) -> None:
@@ -208,9 +209,11 @@ def work(job: WorkerJob) -> None:
     from hamgraph.runner import execute_specs
     from hamgraph.store import ResultStore
     from hamgraph.track import Tracking
-    from hamgraph.train import resolve_device
+    from hamgraph.train import resolve_device, use_deterministic_algorithms
 
     torch.set_num_threads(job.threads)
+    if job.deterministic:
+        use_deterministic_algorithms(True)
     store = ResultStore(Path(job.out))
     log.info("worker %d: %s, %d threads, pid %d", job.index, job.device, job.threads, os.getpid())
     execute_specs(
@@ -250,6 +253,8 @@ def run_workers(
     finished run. Returns one line per worker that did not exit cleanly (empty: all did);
     UserInputError if a worker exited with 2. Ctrl-C stops the workers and propagates.
     """
+    import torch
+
     from hamgraph.runner import _log_result
 
     store = ResultStore(out)
@@ -258,7 +263,7 @@ def run_workers(
     level = logging.getLogger("hamgraph").getEffectiveLevel()
     jobs = [
         WorkerJob(i, device, threads, tuple(specs), str(out), pack, tuple(retrain), tuple(track),
-                  group, os.getpid(), level)
+                  group, os.getpid(), level, torch.are_deterministic_algorithms_enabled())
         for i, device in enumerate(devices)
     ]
     log.info("%d workers (%s), %d threads each; logs in %s", len(jobs), ", ".join(devices),
