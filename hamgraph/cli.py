@@ -28,6 +28,15 @@ def _execution_options(command: argparse.ArgumentParser) -> None:
         "--rerun-stale", action="store_true",
         help="retrain finished runs that were recorded by another hamgraph version",
     )
+    command.add_argument(
+        "--deterministic", action="store_true",
+        help="deterministic CUDA kernels (identical reruns, slower; CPU is always deterministic)",
+    )
+    command.add_argument(
+        "--track", action="append", default=[], metavar="NAME",
+        help="log every run to an experiment tracker: tensorboard | wandb (repeat or comma "
+        "list; W&B runs offline unless WANDB_MODE=online)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="start over; old results are moved aside, not deleted"
     )
     _execution_options(run)
+    run.add_argument(
+        "--devices", metavar="LIST",
+        help="one worker process per device, e.g. cuda:0,cuda:1 (instead of --device)",
+    )
+    run.add_argument(
+        "--workers", default="1", metavar="N",
+        help="worker processes per device (or on the CPU), cores/N threads each (default: 1)",
+    )
+    run.add_argument(
+        "--shard", metavar="I/N",
+        help="train only shard I of N (0 <= I < N) of the grid, e.g. one Slurm array task",
+    )
 
     datasets = sub.add_parser("datasets", help="list every registered dataset")
     datasets.add_argument("names", nargs="*", help="only these datasets")
@@ -86,14 +107,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "deterministic", False):
+        from hamgraph.train import use_deterministic_algorithms
+
+        use_deterministic_algorithms(True)
     if args.command == "run":
         from hamgraph.cells import format_summary
         from hamgraph.grid import run_grid
         from hamgraph.runner import parse_pack
+        from hamgraph.scaleout import parse_shard, parse_workers
 
         outcome = run_grid(
             args.config, out=args.out, device=args.device, fresh=args.fresh,
-            pack=parse_pack(args.pack), rerun_stale=args.rerun_stale,
+            pack=parse_pack(args.pack), rerun_stale=args.rerun_stale, track=args.track,
+            shard=None if args.shard is None else parse_shard(args.shard),
+            devices=args.devices, workers=parse_workers(args.workers),
         )
         sys.stdout.write(format_summary(outcome.summary))
         return EXIT_FAILURE if outcome.failed else 0
@@ -131,6 +159,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             pack=parse_pack(args.pack),
             batch=args.batch,
             rerun_stale=args.rerun_stale,
+            track=args.track,
+            deterministic=args.deterministic,
         )
         sys.stdout.write(format_best(swept.best))
         return 0 if swept.finished else EXIT_FAILURE

@@ -229,6 +229,7 @@ class GridConfig(StrictModel):
     epochs: int | None = Field(default=None, ge=1)  # None: the protocol preset's epochs
     seed: int = Field(default=0, ge=0)  # run i uses seed + i
     overrides: dict[str, Any] = Field(default_factory=dict)  # params field -> value, for all runs
+    track: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + --track
     grid: GridAxes
 
     _source: str = PrivateAttr(default="<config>")
@@ -277,6 +278,8 @@ class GridConfig(StrictModel):
         out["seed"] = self.seed
         if self.overrides:
             out["overrides"] = dict(self.overrides)
+        if self.track:
+            out["track"] = list(self.track)
         out["grid"] = {
             "dataset": list(self.grid.dataset),
             "model": list(self.grid.model),

@@ -14,7 +14,7 @@ import logging
 import math
 import shutil
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from hamgraph.data.registry import DatasetInfo, resolve_dataset
 from hamgraph.errors import UserInputError
 from hamgraph.optim.factory import check_base_options
 from hamgraph.runner import PackSize, RunOutcome, execute_specs, stale_keys
+from hamgraph.scaleout import Shard
 from hamgraph.specs import (
     PROTOCOL_BASE,
     GraphParams,
@@ -291,22 +292,40 @@ def run_grid(
     fresh: bool = False,
     pack: PackSize = "auto",
     rerun_stale: bool = False,
+    track: Sequence[str] = (),
+    shard: Shard | None = None,
+    devices: str | None = None,
+    workers: int = 1,
 ) -> GridOutcome:
     """The `hamgraph run` command (the CLI prints the summary and sets the exit code).
 
     Everything (schema, names, presets, overrides, device) is validated before anything is
     written. Resumes by default; `fresh` moves an existing result dir to `<out>.old-<time>`.
     Finished runs recorded by another hamgraph version are kept (and counted in the log)
-    unless `rerun_stale`.
+    unless `rerun_stale`. `track`: experiment trackers (with the file's `track:` list).
+
+    `shard`: train only that part of the grid (hamgraph.scaleout.partition; the summary
+    covers it). `devices` ("cuda:0,cuda:1") / `workers` (per device): train in that many
+    worker processes sharing the result dir. Runs are always claimed before training
+    (hamgraph.claims), so any number of these commands may share one result dir.
     """
+    from hamgraph.claims import Claims
+    from hamgraph.scaleout import execute_on_workers, shard_specs, worker_devices
+    from hamgraph.track import Tracking, parse_trackers
     from hamgraph.train import resolve_device
 
     config = load_config(config_path)
     specs = expand(config)
     torch_device = resolve_device(device)
+    slots = worker_devices(device, devices, workers)
     out_dir = Path(out) if out is not None else Path("results") / config.run_name
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"--out {out_dir}: exists and is not a directory")
+    if fresh and shard is not None:
+        raise UserInputError(
+            f"--fresh with --shard {shard}: it would move the other shards' results aside; "
+            "use a new --out instead"
+        )
 
     if fresh and out_dir.exists():
         moved = _move_aside(out_dir)
@@ -314,7 +333,13 @@ def run_grid(
     store = ResultStore(out_dir)
     store.prepare()
     store.write_text("config.yaml", _resolved_yaml(config, specs))
-    log.info("%s: %d runs -> %s (device %s)", config.run_name, len(specs), out_dir, torch_device)
+    claims = Claims(out_dir)
+    claims.prune()
+    if shard is not None:
+        grid_size, specs = len(specs), shard_specs(specs, shard, pack)
+        log.info("shard %s: %d of the grid's %d runs", shard, len(specs), grid_size)
+    where = torch_device if len(slots) == 1 else ", ".join(slots)
+    log.info("%s: %d runs -> %s (device %s)", config.run_name, len(specs), out_dir, where)
 
     keys = [spec.key() for spec in specs]
     stale = stale_keys(store, keys)
@@ -323,10 +348,20 @@ def run_grid(
             "%d finished runs came from another hamgraph version (kept; --rerun-stale "
             "retrains them)", len(stale)
         )
-    outcomes = execute_specs(
-        specs, store, data_paths_from_env(), torch_device, pack=pack,
-        retrain=stale if rerun_stale else (),
+    tracking = Tracking(
+        parse_trackers([*config.track, *track]), log_dir=out_dir, group=config.run_name
     )
+    retrain = stale if rerun_stale else []
+    if len(slots) == 1:
+        outcomes = execute_specs(
+            specs, store, data_paths_from_env(), resolve_device(slots[0]), pack=pack,
+            retrain=retrain, tracking=tracking, claims=claims,
+        )
+    else:
+        outcomes = execute_on_workers(
+            specs, store, slots, pack=pack, retrain=retrain, track=tracking.names,
+            group=config.run_name,
+        )
     frame = store.frame()
     summary = summarize(frame[frame["key"].isin(set(keys))])
     result = GridOutcome(out_dir, outcomes, summary)

@@ -14,9 +14,10 @@ A pack that runs out of device memory is split in two and retried, down to singl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
@@ -26,15 +27,17 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hamgraph import provenance
+from hamgraph.claims import NO_CLAIMS, Claims, Owner
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.errors import DatasetUnavailableError, UserInputError
-from hamgraph.specs import RunResult, RunSpec
+from hamgraph.specs import EpochStats, RunResult, RunSpec
 from hamgraph.store import ResultStore
+from hamgraph.track import Tracking
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["ok", "diverged", "unavailable", "error"]
+OutcomeKind = Literal["ok", "diverged", "unavailable", "error", "busy"]
 PackSize = Literal["auto", "off"] | int
 MAX_AUTO_PACK = 128  # auto never packs more runs than this (diminishing returns past it)
 
@@ -46,6 +49,7 @@ class RunOutcome:
     ok / diverged: `result` is its stored RunResult (trained now or loaded from the store).
     unavailable (the dataset cannot be had) / error (anything else raised): nothing was stored,
     a later call retries it; `message` says why.
+    busy: another live process holds its claim (hamgraph.claims); not trained here.
     """
 
     spec: RunSpec
@@ -183,23 +187,36 @@ def _train_pack(
     device: torch.device,
     store: ResultStore,
     stored: Callable[[RunResult], None],
+    tracking: Tracking,
 ) -> None:
     """Train one pack (or a single run); store every result as it becomes final.
 
     Raises what the trainer raises; an out-of-memory pack is split and retried here.
+    Trackers get each run's history rows as the trainer copies them to the host.
     """
     from hamgraph import train
 
     started = datetime.now(timezone.utc)
+    trackers = {
+        spec.key(): tracking.start_run(
+            spec, {"spec": spec.to_dict(), "provenance": provenance.collect(device, started)}
+        )
+        for spec in pack
+    }
 
     def keep(result: RunResult) -> None:
         result.provenance = provenance.collect(device, started)
         store.add(result)
+        trackers[result.spec.key()].finish(result)
         stored(result)
 
     if len(pack) == 1:  # today's single-run trainers
         spec = pack[0]
-        keep(train.execute(spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec)))
+        result = train.execute(
+            spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec),
+            on_epochs=trackers[spec.key()].log_epochs,
+        )
+        keep(result)
         store.discard_empty_checkpoint_dir(spec.key())
         return
     from hamgraph.train.packed import train_node_pack
@@ -211,8 +228,11 @@ def _train_pack(
         done.add(result.spec.key())
         keep(result)
 
+    def log_epochs(index: int, rows: list[EpochStats]) -> None:
+        trackers[pack[index].key()].log_epochs(rows)
+
     try:
-        train_node_pack(pack, info, paths, device, on_result=keep_once)
+        train_node_pack(pack, info, paths, device, on_result=keep_once, on_epochs=log_epochs)
     except Exception as exc:
         if not _is_out_of_memory(exc) or len(pack) == 1:
             raise
@@ -224,7 +244,7 @@ def _train_pack(
             torch.cuda.empty_cache()
         for part in (rest[:half], rest[half:]):
             if part:
-                _train_pack(part, paths, device, store, stored)
+                _train_pack(part, paths, device, store, stored, tracking)
 
 
 def execute_specs(
@@ -235,6 +255,9 @@ def execute_specs(
     *,
     pack: PackSize = "auto",
     retrain: Sequence[str] = (),
+    claims: Claims = NO_CLAIMS,
+    progress: bool = True,
+    tracking: Tracking | None = None,
 ) -> list[RunOutcome]:
     """Train the specs that have no record in `store` yet; one RunOutcome per spec, in order.
 
@@ -242,10 +265,15 @@ def execute_specs(
     keys in `retrain` (e.g. stale ones). A diverged run is stored as failed. A run that raises
     (dataset unavailable, an error) is logged and NOT stored, so the next call retries it;
     after a DatasetUnavailableError the remaining runs of that dataset are skipped.
-    KeyboardInterrupt propagates (finished results are kept).
+    KeyboardInterrupt propagates (finished results are kept). `tracking`: the experiment
+    trackers every trained run reports to (none by default).
 
-    Several processes may run this on one store at once (sweep workers): nothing is lost, but
-    a spec that two of them start at the same time is trained twice (the last record wins).
+    Several processes may run this on one store at once: nothing is lost. With `claims`
+    (hamgraph.claims) each pack's members are claimed before training and looked up in the
+    store again, so no run is trained twice to completion; a run another live process holds
+    comes back "busy" (tried again after the last pack, in case its owner died). Without
+    claims (NO_CLAIMS: sweep trials) a spec that two processes start at once is trained twice
+    (the last record wins). `progress`: False hides the progress bar (worker processes).
     """
     finished = store.finished_keys() - set(retrain)
     keys = [spec.key() for spec in specs]  # hashes every setting: computed once per spec
@@ -268,9 +296,21 @@ def execute_specs(
             sizes[spec.dataset] = auto_pack_size(spec, paths, device)
         return sizes[spec.dataset]
 
-    packs = plan_packs(todo, pack, size_for)
     unavailable: dict[str, str] = {}
-    with logging_redirect_tqdm(), tqdm(total=len(todo), unit="run", disable=None) as bar:
+    bar = tqdm(total=len(todo), unit="run", disable=None if progress else True)
+
+    def settle(outcome: RunOutcome) -> None:  # not trained here (see _claimed_packs)
+        outcomes[outcome.spec.key()] = outcome
+        bar.update(1)
+
+    with (
+        logging_redirect_tqdm() if progress else contextlib.nullcontext(),
+        bar,
+        contextlib.closing(_claimed_packs(
+            plan_packs(todo, pack, size_for), lambda rest: plan_packs(rest, pack, size_for),
+            claims, store, set(retrain), settle,
+        )) as packs,
+    ):
         for members in packs:
             first = members[0]
             label = _pack_label(members)
@@ -289,7 +329,7 @@ def execute_specs(
 
             start = time.perf_counter()
             try:
-                _train_pack(list(members), paths, device, store, stored)
+                _train_pack(list(members), paths, device, store, stored, tracking or Tracking())
             except DatasetUnavailableError as exc:
                 unavailable[first.dataset] = f"dataset unavailable: {exc}"
                 log.error("%s: %s (its remaining runs are skipped)", label, exc)
@@ -305,6 +345,58 @@ def execute_specs(
                     bar.update(1)
             log.debug("%s: %.1f s", label, time.perf_counter() - start)
     return [outcomes[key] for key in keys]
+
+
+def _needs_training(store: ResultStore, key: str, retrain: set[str]) -> bool:
+    """No record yet, or (a key to retrain) a record from another version: stale_keys."""
+    if not store.record_path(key).exists():
+        return True
+    return key in retrain and bool(stale_keys(store, [key]))
+
+
+def _claimed_packs(
+    packs: list[list[RunSpec]],
+    replan: Callable[[list[RunSpec]], list[list[RunSpec]]],
+    claims: Claims,
+    store: ResultStore,
+    retrain: set[str],
+    settled: Callable[[RunOutcome], None],
+) -> Iterator[list[RunSpec]]:
+    """Each pack's members that this process claimed and that still need training.
+
+    The claims are held until the caller asks for the next pack (or closes the generator).
+    Members another process stored meanwhile are `settled` from the store; members a live
+    process holds are tried again after the last pack (replanned; their owner may have died
+    since) and, if still held, settled as "busy".
+    """
+    left: list[RunSpec] = []  # held by live processes at the last look
+    busy: dict[str, Owner | None] = {}
+    while packs:
+        waiting = list(left)
+        for members in packs:
+            with claims.hold([spec.key() for spec in members]) as held:
+                mine = []
+                for spec in members:
+                    key = spec.key()
+                    if key not in held:
+                        waiting.append(spec)
+                    elif _needs_training(store, key, retrain):
+                        mine.append(spec)
+                    else:  # stored by another process since we looked
+                        settled(outcome_of(store.load(key), trained=False))
+                if mine:
+                    yield mine
+        busy = claims.busy([spec.key() for spec in waiting])
+        left = [spec for spec in waiting if spec.key() in busy]
+        packs = replan([spec for spec in waiting if spec.key() not in busy])
+    for spec in left:
+        key = spec.key()
+        if store.record_path(key).exists():
+            settled(outcome_of(store.load(key), trained=False))
+            continue
+        owner = busy.get(key)
+        who = owner.label() if owner is not None else "another process"
+        settled(RunOutcome(spec, "busy", None, f"being trained by {who}; rerun for its result"))
 
 
 def _pack_label(members: Sequence[RunSpec]) -> str:

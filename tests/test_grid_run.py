@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 import hamgraph.train
+from hamgraph.cells import format_summary, summarize
 from hamgraph.cli import main
 from hamgraph.config import load_config
 from hamgraph.errors import DatasetUnavailableError
-from hamgraph.cells import format_summary, summarize
 from hamgraph.grid import expand, run_grid
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 from hamgraph.store import RUN_COLUMNS, ResultStore
@@ -45,7 +45,7 @@ class FakeTrainer:
         self.unavailable: set[str] = set()  # datasets raising DatasetUnavailableError
         self.interrupt_at: int | None = None  # raise KeyboardInterrupt on this call (0-based)
 
-    def __call__(self, spec: RunSpec, paths, device, checkpoint_dir=None) -> RunResult:
+    def __call__(self, spec: RunSpec, paths, device, checkpoint_dir=None, on_epochs=None):
         assert checkpoint_dir is not None and checkpoint_dir.is_dir()
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hamgraph.cells import format_summary, select_best, summarize
+from hamgraph.cells import format_summary, select_best
 from hamgraph.config import load_config
 from hamgraph.grid import expand, run_grid
 from hamgraph.specs import (
@@ -216,3 +216,23 @@ def test_best_rule_breaks_ties_by_smaller_alpha_then_beta() -> None:
     shuffled = cells.sample(frac=1.0, random_state=3)
     assert select_best(shuffled)["label"] == "c"  # order of finishing does not matter
     assert math.isclose(select_best(cells)["val_mean"], 81.0)
+
+
+def test_track_tensorboard_from_the_grid_file(tmp_path: Path) -> None:
+    """`track:` in the grid (same as --track): every run's scalars in TensorBoard event files."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    text = MERGE.replace("epochs: 3", "epochs: 12") + "track: [tensorboard]\n"
+    out = tmp_path / "out"
+    assert not run_grid(_grid(tmp_path, text), out=out, device="cpu").failed
+    runs = sorted((out / "tensorboard" / "merge").iterdir())
+    assert [p.name for p in runs] == sorted(ResultStore(out).finished_keys())
+    for run_dir in runs:
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        steps = [e.step for e in events.Scalars("loss")]
+        assert steps == list(range(1, 13))
+        history = pd.read_csv(out / "history" / f"{run_dir.name}.csv")
+        logged = [e.value for e in events.Scalars("metric/val")]
+        assert logged == pytest.approx(list(history["val"]), rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {name!r}: CUDA is not available on this machine")
     return device
+
+
+def use_deterministic_algorithms(enabled: bool = True) -> None:
+    """Deterministic kernels on CUDA (`--deterministic`): scatter / index_add without atomics,
+    a fixed cuBLAS workspace. Slower (benchmarks/gpu_check.sh measures by how much); CPU runs
+    are deterministic either way. Ops without a deterministic kernel warn instead of failing.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
 
 
 def execute(
