@@ -23,7 +23,7 @@ mix with the others') and its failed RunResult is final at once (`on_result`); t
 
 The base optimizer is one instance of the spec's base class over the stacked parameters:
 Adam / AdamW / SGD are elementwise, so this is M independent optimizers. HAM's hyperbolic step
-then runs on the stacked HAM targets, once per model with HAM, on that model's slices.
+then runs on the stacked HAM targets with per-model alpha, beta ([M, 1, ...] tensors).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+import hamgraph.optim.functional as ham_kernel
 from hamgraph.data.node import NodeDataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
@@ -68,6 +69,8 @@ __all__ = ["PackedDiagnostics", "pack_footprint", "pack_signature", "train_node_
 log = logging.getLogger(__name__)
 
 _HAM_DEFAULTS = HamSettings(alpha=0.0, beta=0.0)
+# Whether `hyperbolic_step_` takes per-parameter coefficients ([M, 1, ...] tensors); see _HamStep
+_PER_PARAMETER_COEFS = hasattr(ham_kernel, "Coef")
 
 
 def pack_signature(spec: RunSpec) -> Hashable:
@@ -148,14 +151,39 @@ class PackedDiagnostics:
 
 
 class _HamStep:
-    """HAM's hyperbolic step on the stacked HAM targets, per model with HAM on its slices
-    (models without HAM are untouched, as with alpha = beta = 0). "HAM signed" models
-    (sign_source "previous") read the signs taken before the base step."""
+    """HAM's hyperbolic step on the stacked HAM targets, for all models at once: alpha and beta
+    are [M, 1, ..., 1] tensors per weight, 0 for a model without HAM (theta * exp(0) = theta
+    leaves it bit-identical). "HAM signed" models (sign_source "previous") read the signs taken
+    before the base step, the others the current ones.
+
+    Until `hyperbolic_step_` takes per-parameter coefficients (hamgraph.optim.functional.Coef),
+    it is called once per model with HAM on that model's slices: same numbers, M calls.
+    """
 
     def __init__(self, specs: Sequence[RunSpec], params: Sequence[Tensor]) -> None:
         self.params = list(params)
         self.models = [(m, s.ham) for m, s in enumerate(specs) if s.ham is not None]
         self.previous = any(h.sign_source == "previous" for _, h in self.models)
+        self.clamp = self.models[0][1].clamp if self.models else _HAM_DEFAULTS.clamp
+        self.mask_beta = self.models[0][1].mask_beta if self.models else _HAM_DEFAULTS.mask_beta
+        if not self.models or not self.params:
+            return
+        size = len(specs)
+        first = self.params[0]
+
+        def per_model(values: list[float], dtype: torch.dtype) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=first.device)
+
+        alpha, beta, previous = [0.0] * size, [0.0] * size, [False] * size
+        for m, ham in self.models:
+            alpha[m], beta[m] = ham.alpha, ham.beta
+            previous[m] = ham.sign_source == "previous"
+        self.alpha, self.beta, self.use_previous = [], [], []
+        for p in self.params:
+            shape = (size,) + (1,) * (p.dim() - 1)
+            self.alpha.append(per_model(alpha, p.dtype).view(shape))
+            self.beta.append(per_model(beta, p.dtype).view(shape))
+            self.use_previous.append(per_model(previous, torch.bool).view(shape))
 
     def signs_before(self) -> list[Tensor] | None:
         if not self.previous:
@@ -165,7 +193,29 @@ class _HamStep:
 
     @torch.no_grad()
     def __call__(self, lr: float, signs: list[Tensor] | None) -> None:
+        if not self.models:
+            return
         grads = [p.grad for p in self.params]
+        if not _PER_PARAMETER_COEFS:
+            self._per_model(lr, grads, signs)
+            return
+        if signs is not None:  # "previous" models: signs before the base step; others: now
+            signs = [
+                torch.where(self.use_previous[i], before, torch.sign(self.params[i]).to(torch.int8))
+                for i, before in enumerate(signs)
+            ]
+        hyperbolic_step_(
+            self.params,
+            grads,
+            lr=lr,
+            alpha=self.alpha,
+            beta=self.beta,
+            clamp=self.clamp,
+            mask_beta=self.mask_beta,
+            signs=signs,
+        )
+
+    def _per_model(self, lr: float, grads: list[Tensor], signs: list[Tensor] | None) -> None:
         for m, ham in self.models:
             hyperbolic_step_(
                 [p[m] for p in self.params],
