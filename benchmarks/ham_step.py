@@ -1,13 +1,26 @@
 """Time one HAM(Adam) step against one plain foreach-Adam step (not a test).
 
-    .venv/bin/python benchmarks/ham_step.py --device cpu --sizes 1M,10M,50M --repeats 10
+    .venv/bin/python benchmarks/ham_step.py --sizes 1M,10M,50M --threads 1,2 --layout square,wide
+    .venv/bin/python benchmarks/ham_step.py --sizes 1M --packed 25 --threads 1,2
 
-For each size, the "model" is 8 weight matrices with biases (~N parameters in total), with fixed
-random gradients (30% exact zeros, as with dropout). For each HAM kernel path (foreach, fused =
-torch.compile) it prints the median step time of Adam and of HAM(Adam) over `--repeats` timed
-steps after warm-up steps, the extra cost (ham - adam) / adam, and memory: on CUDA the peak
-allocated memory during a step, on CPU the bytes of optimizer state (equal for Adam and HAM:
-HAM keeps no state). The first fused step includes compiling; that time is printed separately.
+Layouts of the ~N parameters of the "model" (fixed random gradients, set once):
+
+- square: 8 square weight matrices with biases, weights 0.05 * N(0, 1), gradients N(0, 1) with
+  30% exact zeros (as with dropout);
+- wide: as many 1024 x 1024 matrices (with 1024 biases) as fit in N, weights N(0, 1), dense
+  gradients N(0, 1).
+
+`--packed M` stacks M models of the first layout (each of `--sizes` parameters) into weights of
+shape [M, ...], as the packed trainer does, and times `hyperbolic_step_` with per-model alpha
+and beta tensors of shape [M, 1, ...] after the Adam step on the stacked weights.
+
+Adam and HAM(Adam) run on the same weights and are timed alternately in one loop (Adam step,
+HAM step, Adam step, ...), so both see the same cache and machine state; the table gives the
+median of `--repeats` steps each after `--warmup` untimed ones, and the extra cost
+(ham - adam) / adam. For each HAM kernel path (foreach = eager, fused = torch.compile) it also
+prints the first fused step's excess over the median (the compile time; with inductor's on-disk
+cache warm this is tracing plus loading) and memory: on CUDA the peak allocated memory during a
+step, on CPU the bytes of optimizer state (equal for Adam and HAM: HAM keeps no state).
 """
 
 from __future__ import annotations
@@ -16,11 +29,16 @@ import argparse
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from hamgraph.optim import HAM
+from hamgraph.optim.functional import hyperbolic_step_
+
+LAYOUTS = ("square", "wide")
+PATHS = ("foreach", "fused")
 
 
 def parse_size(text: str) -> int:
@@ -29,17 +47,32 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KMG")) * scale)
 
 
-def make_params(size: int, device: torch.device, layers: int = 8) -> list[nn.Parameter]:
-    hidden = max(1, round(math.sqrt(size / layers)))
+def layout_shapes(layout: str, size: int) -> list[tuple[tuple[int, ...], float, float]]:
+    """(shape, weight scale, fraction of zero gradients) of each weight of a layout."""
+    if layout == "square":
+        hidden = max(1, round(math.sqrt(size / 8)))
+        return [
+            s for _ in range(8) for s in (((hidden, hidden), 0.05, 0.3), ((hidden,), 0.05, 0.3))
+        ]
+    width = 1024
+    count = max(1, round(size / (width * width + width)))
+    return [s for _ in range(count) for s in (((width, width), 1.0, 0.0), ((width,), 1.0, 0.0))]
+
+
+def make_params(
+    layout: str, size: int, device: torch.device, models: int = 0
+) -> list[nn.Parameter]:
+    """The weights of a layout with gradients set; stacked as [models, ...] when models > 0."""
     gen = torch.Generator().manual_seed(0)
     params = []
-    for _ in range(layers):
-        for shape in ((hidden, hidden), (hidden,)):
-            p = nn.Parameter((0.05 * torch.randn(shape, generator=gen)).to(device))
-            g = torch.randn(shape, generator=gen)
-            g[torch.rand(shape, generator=gen) < 0.3] = 0.0
-            p.grad = g.to(device)
-            params.append(p)
+    for shape, scale, zeros in layout_shapes(layout, size):
+        full = (models, *shape) if models else shape
+        p = nn.Parameter((scale * torch.randn(full, generator=gen)).to(device))
+        g = torch.randn(full, generator=gen)
+        if zeros:
+            g[torch.rand(full, generator=gen) < zeros] = 0.0
+        p.grad = g.to(device)
+        params.append(p)
     return params
 
 
@@ -48,29 +81,54 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(opt: torch.optim.Optimizer, device: torch.device, warmup: int, repeats: int):
-    """(median ms per step, first step ms, peak CUDA bytes during a step or None)."""
+def timed(step: Callable[[], object], device: torch.device) -> float:
     sync(device)
     start = time.perf_counter()
-    opt.step()
+    step()
     sync(device)
-    first = (time.perf_counter() - start) * 1e3
+    return (time.perf_counter() - start) * 1e3
+
+
+def alternate(
+    adam_step: Callable[[], object],
+    ham_step: Callable[[], object],
+    params: list[nn.Parameter],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> tuple[float, float, float]:
+    """(median Adam ms, median HAM ms, first HAM step ms), steps timed alternately.
+
+    The weights are restored after each pair of steps (untimed): with fixed gradients, repeated
+    HAM steps would otherwise shrink some weights towards subnormal floats, which are slow on
+    x86 and not what training looks like."""
+    start = [p.detach().clone() for p in params]
+
+    def restore() -> None:
+        with torch.no_grad():
+            torch._foreach_copy_([p.detach() for p in params], start)
+
+    first = timed(ham_step, device)
+    restore()
     for _ in range(warmup):
-        opt.step()
-    times = []
+        adam_step()
+        ham_step()
+        restore()
+    adam_ms, ham_ms = [], []
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        opt.step()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        opt.step()
-        sync(device)
-        peak = torch.cuda.max_memory_allocated(device)
-    return statistics.median(times), first, peak
+        adam_ms.append(timed(adam_step, device))
+        ham_ms.append(timed(ham_step, device))
+        restore()
+    return statistics.median(adam_ms), statistics.median(ham_ms), first
+
+
+def peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device)
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -88,59 +146,91 @@ def fmt_bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
 
 
+def packed_ham(
+    params: list[nn.Parameter], models: int, path: str
+) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
+    """Adam on stacked weights plus the hyperbolic step with per-model alpha and beta."""
+    base = torch.optim.Adam(params, lr=1e-3, foreach=True)
+    alphas = torch.linspace(100.0, 300.0, models, device=params[0].device)
+    betas = torch.linspace(0.001, 0.01, models, device=params[0].device)
+    alpha = [alphas.view(-1, *[1] * (p.dim() - 1)) for p in params]
+    beta = [betas.view(-1, *[1] * (p.dim() - 1)) for p in params]
+    grads = [p.grad for p in params]
+
+    @torch.no_grad()
+    def step() -> None:
+        base.step()
+        hyperbolic_step_(
+            params, grads, lr=1e-3, alpha=alpha, beta=beta, clamp=5.0, fused=path == "fused"
+        )
+
+    return base, step
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="1M,10M,50M", help="comma-separated, e.g. 1M,10M")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--layout", default="square,wide", help="comma-separated: square,wide")
+    parser.add_argument("--packed", type=int, default=0, help="stack this many models (0: off)")
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+        "--threads", default="0", help="comma-separated torch CPU threads (0: torch's default)"
     )
     parser.add_argument("--paths", default="foreach,fused", help="HAM kernels: foreach,fused")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    unknown = sorted(set(paths) - {"foreach", "fused"})
-    if unknown:
-        parser.error(f"unknown --paths {unknown}; choose from foreach, fused")
+    layouts = [x.strip() for x in args.layout.split(",") if x.strip()]
+    if sorted(set(paths) - set(PATHS)):
+        parser.error(f"unknown --paths {paths}; choose from {', '.join(PATHS)}")
+    if sorted(set(layouts) - set(LAYOUTS)):
+        parser.error(f"unknown --layout {layouts}; choose from {', '.join(LAYOUTS)}")
+    threads = [int(t) for t in args.threads.split(",")]
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
 
-    header = (
-        f"{'params':>8} | {'path':<7} | {'adam ms':>8} | {'ham ms':>8} | {'extra':>6} | "
-        f"{'compile s':>9} | {'adam mem':>10} | {'ham mem':>10}"
-    )
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
     memory = "peak allocated during a step" if device.type == "cuda" else "optimizer state bytes"
-    print(f"memory = {memory}")
+    print(f"device={device} torch={torch.__version__} memory={memory}")
+    print("Adam and HAM steps timed alternately; medians; extra = (ham - adam) / adam")
+    header = (
+        "| threads | layout | params | path | adam ms | ham ms | extra | compile s "
+        "| adam mem | ham mem |"
+    )
     print(header)
-    print("-" * len(header))
-    for size in [parse_size(s) for s in args.sizes.split(",")]:
-        params = make_params(size, device)
-        n = sum(p.numel() for p in params)
-        adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
-        adam_ms, _, adam_peak = time_steps(adam, device, args.warmup, args.repeats)
-        adam_mem = adam_peak if device.type == "cuda" else state_bytes(adam)
-        del adam
-        for path in paths:
-            ham = HAM(
-                params, base=torch.optim.Adam, alpha=200.0, beta=0.01, lr=1e-3, foreach=True,
-                fused=path == "fused",
-            )  # fmt: skip
-            ham_ms, first_ms, ham_peak = time_steps(ham, device, args.warmup, args.repeats)
-            ham_mem = ham_peak if device.type == "cuda" else state_bytes(ham)
-            compile_s = f"{(first_ms - ham_ms) / 1e3:9.1f}" if path == "fused" else f"{'-':>9}"
-            print(
-                f"{n / 1e6:7.1f}M | {path:<7} | {adam_ms:8.2f} | {ham_ms:8.2f} | "
-                f"{(ham_ms - adam_ms) / adam_ms:6.2f} | {compile_s} | "
-                f"{fmt_bytes(adam_mem):>10} | {fmt_bytes(ham_mem):>10}",
-                flush=True,
-            )
-            if device.type != "cuda" and ham_mem != adam_mem:
-                print(f"  !! HAM state ({ham_mem} B) differs from Adam's ({adam_mem} B)")
-            del ham
-        del params
+    print("|---" * 10 + "|")
+    for n_threads in threads:
+        if n_threads > 0:
+            torch.set_num_threads(n_threads)
+        for layout in layouts:
+            for size in sizes:
+                params = make_params(layout, size, device, args.packed)
+                n = sum(p.numel() for p in params)
+                name = f"{layout} x{args.packed}" if args.packed else layout
+                adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
+                for path in paths:
+                    if args.packed:
+                        ham, ham_step = packed_ham(params, args.packed, path)
+                    else:
+                        ham = HAM(
+                            params, base=torch.optim.Adam, alpha=200.0, beta=0.01, lr=1e-3,
+                            foreach=True, fused=path == "fused",
+                        )  # fmt: skip
+                        ham_step = ham.step
+                    adam_ms, ham_ms, first_ms = alternate(
+                        adam.step, ham_step, params, device, args.warmup, args.repeats
+                    )
+                    adam_mem = peak_bytes(adam.step, device) or state_bytes(adam)
+                    ham_mem = peak_bytes(ham_step, device) or state_bytes(ham)
+                    compile_s = f"{(first_ms - ham_ms) / 1e3:.1f}" if path == "fused" else "-"
+                    print(
+                        f"| {torch.get_num_threads()} | {name} | {n / 1e6:.1f}M | {path} | "
+                        f"{adam_ms:.2f} | {ham_ms:.2f} | {(ham_ms - adam_ms) / adam_ms:.2f} | "
+                        f"{compile_s} | {fmt_bytes(adam_mem)} | {fmt_bytes(ham_mem)} |",
+                        flush=True,
+                    )
+                    del ham, ham_step
+                del adam, params
     return 0
 
 

@@ -186,3 +186,154 @@ def test_fused_matches_foreach_without_recompiles():
         if compiles is None:
             compiles = graphs
         assert graphs == compiles, "changing lr/alpha/beta recompiled the fused kernel"
+
+
+# ---------------------------------------------------------------- chunked CPU path, per-model
+
+
+def _big(dtype=torch.float64, seed=5, models=0):
+    """Weights larger than a small _CHUNK: a matrix, a vector, a 3-d tensor (stacked when
+    models > 0), with exact zeros in weights and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(37, 29), (301,), (6, 5, 11)]
+    if models:
+        shapes = [(models, *s) for s in shapes]
+    params = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    grads = [3 * torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    for p, g in zip(params, grads, strict=True):
+        p.view(-1)[::7] = 0.0
+        g.view(-1)[2::5] = 0.0
+    return [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
+
+
+@pytest.mark.parametrize("hyper", HYPER)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunked_equals_single_tensor_and_formula(monkeypatch, hyper, dtype):
+    """Weights above _CHUNK are stepped in chunks: same bits as the whole-tensor loop."""
+    monkeypatch.setattr(functional, "_CHUNK", 64)
+    params, grads = _big(dtype)
+    expected = [_reference(p, g, **hyper) for p, g in zip(params, grads, strict=True)]
+    single = [p.clone() for p in params]
+    hyperbolic_step_(single, grads, **hyper, foreach=False, fused=False)
+    hyperbolic_step_(params, grads, **hyper, foreach=True, fused=False)
+    for p, s, exp in zip(params, single, expected, strict=True):
+        assert torch.equal(p, s)
+        torch.testing.assert_close(p.double(), exp, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_equals_list_ops(monkeypatch):
+    """The chunked path and the `_foreach_*` path (all weights below _CHUNK) agree exactly,
+    with shared tensor coefficients and previous signs too."""
+    params, grads = _big(torch.float32)
+    signs = [torch.sign(torch.randn_like(p)).to(torch.int8) for p in params]
+    hyper = dict(lr=torch.tensor(0.03), alpha=150.0, beta=torch.tensor(0.2), clamp=2.0)
+    listed = [p.clone() for p in params]
+    hyperbolic_step_(listed, grads, **hyper, signs=signs, fused=False)  # default _CHUNK: lists
+    monkeypatch.setattr(functional, "_CHUNK", 50)
+    hyperbolic_step_(params, grads, **hyper, signs=signs, fused=False)
+    for p, q in zip(params, listed, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_non_contiguous_weight_is_not_chunked(monkeypatch):
+    monkeypatch.setattr(functional, "_CHUNK", 16)
+    params, grads = _big(torch.float64)
+    hyper = HYPER[0]
+    t = params[0].t()  # a transposed view: stepped whole, in place through the view
+    g = grads[0].t()
+    expected = _reference(t, g, **hyper)
+    hyperbolic_step_([t], [g], **hyper, fused=False)
+    torch.testing.assert_close(t, expected, rtol=1e-12, atol=0)
+
+
+def _per_model_view(values, p):
+    return values.view(-1, *[1] * (p.dim() - 1))
+
+
+@pytest.mark.parametrize("mask_beta", [True, False])
+@pytest.mark.parametrize("chunk", [None, 40])
+@pytest.mark.parametrize("foreach", [True, False])
+def test_packed_equals_per_model_loop(monkeypatch, mask_beta, chunk, foreach):
+    """Stacked weights [M, ...] with per-model lr, alpha, beta, clamp give, bit for bit in
+    float64, what stepping each model alone with Python floats gives."""
+    if chunk is not None:
+        monkeypatch.setattr(functional, "_CHUNK", chunk)
+    models = 4
+    params, grads = _big(torch.float64, models=models)
+    lr = torch.tensor([0.05, 0.01, 0.02, 0.05], dtype=torch.float64)
+    alpha = torch.tensor([200.0, -10.0, 0.0, 50.0], dtype=torch.float64)
+    beta = torch.tensor([0.1, 0.0, 0.3, 0.01], dtype=torch.float64)
+    clamp = torch.tensor([5.0, 1.0, 0.5, 5.0], dtype=torch.float64)
+    loop = [p.clone() for p in params]
+    hyperbolic_step_(
+        params,
+        grads,
+        lr=[_per_model_view(lr, p) for p in params],
+        alpha=[_per_model_view(alpha, p) for p in params],
+        beta=[_per_model_view(beta, p) for p in params],
+        clamp=[_per_model_view(clamp, p) for p in params],
+        mask_beta=mask_beta,
+        foreach=foreach,
+        fused=False,
+    )
+    for k in range(models):
+        one = [p[k].clone() for p in loop]
+        hyperbolic_step_(
+            one,
+            [g[k] for g in grads],
+            lr=lr[k].item(),
+            alpha=alpha[k].item(),
+            beta=beta[k].item(),
+            clamp=clamp[k].item(),
+            mask_beta=mask_beta,
+            foreach=foreach,
+            fused=False,
+        )
+        for p, q in zip(params, one, strict=True):
+            assert torch.equal(p[k], q), f"model {k} differs"
+    for p, start in zip(params, loop, strict=True):
+        assert not torch.equal(p, start)  # the step did something
+
+
+def test_per_parameter_floats_and_shared_mix():
+    """A per-parameter list may hold floats; shared and per-parameter values mix."""
+    params, grads = _tensors(torch.float64)
+    alphas = [200.0, -10.0, 0.0]
+    expected = [
+        _reference(p, g, lr=0.05, alpha=a, beta=0.1, clamp=5.0, mask_beta=True)
+        for p, g, a in zip(params, grads, alphas, strict=True)
+    ]
+    hyperbolic_step_(params, grads, lr=0.05, alpha=alphas, beta=0.1, clamp=5.0, fused=False)
+    for p, exp in zip(params, expected, strict=True):
+        torch.testing.assert_close(p, exp, rtol=1e-12, atol=1e-15)
+
+
+def test_fused_takes_per_model_coefficients():
+    if functional._compile_broken:
+        pytest.skip("torch.compile is unavailable here")
+    params, grads = _big(torch.float32, models=3)
+    alpha = torch.tensor([200.0, -10.0, 50.0])
+    coef = [_per_model_view(alpha, p) for p in params]
+    fused = [p.clone() for p in params]
+    hyperbolic_step_(fused, grads, lr=0.01, alpha=coef, beta=0.1, clamp=5.0, fused=True)
+    if functional._compile_broken:
+        pytest.skip("torch.compile failed here (fell back to foreach)")
+    hyperbolic_step_(params, grads, lr=0.01, alpha=coef, beta=0.1, clamp=5.0, fused=False)
+    for f, e in zip(fused, params, strict=True):
+        torch.testing.assert_close(f, e, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(alpha=torch.ones(3)), "0-dim"),
+        (dict(beta=[0.1, 0.1]), "one entry per parameter"),
+        (dict(lr=[torch.ones(2, 1), 0.1, 0.1]), "does not broadcast"),
+        (dict(clamp=["5", 5.0, 5.0]), "float or a tensor"),
+    ],
+)
+def test_bad_coefficients_are_clear_errors(kwargs, match):
+    params, grads = _tensors()
+    hyper = dict(lr=0.1, alpha=1.0, beta=0.1, clamp=5.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        hyperbolic_step_(params, grads, **hyper, fused=False)

@@ -7,25 +7,54 @@
 `theta` is the weight *after* the base step (HYP*), or, for the "HAM signed" ablation, the
 caller passes the signs of the weights before the base step as `signs`.
 
-Three implementations, tested against each other (tests/test_optim_functional.py):
+Hyperparameters (`lr`, `alpha`, `beta`, `clamp`) are each either *shared* (a Python float or a
+0-dim tensor) or *per parameter*: a sequence with one entry per weight, each a float or a tensor
+broadcastable to that weight. The packed trainer uses the latter for stacked weights of M
+models: a weight of shape [M, ...] gets coefficients of shape [M, 1, ..., 1] (one value per
+model). Per-parameter coefficients are combined (`-lr * alpha`) in their own dtype and then cast
+to the weight's compute dtype, so a float64 pack gives bit-for-bit the result of stepping each
+model alone with Python floats (tests/test_optim_functional.py).
 
-- single-tensor: a plain loop, one tensor at a time (`foreach=False`);
-- foreach: `torch._foreach_*` over the tensors of one (device, dtype) bucket (the default);
-- fused: the foreach implementation compiled with `torch.compile` (`fused=True`). `lr`,
-  `alpha` and `beta` enter as 0-dim tensors, so an LR schedule does not trigger recompiles;
-  dynamo recompiles only when the list of tensor shapes / dtypes / `clamp` / `mask_beta`
-  changes, i.e. once per HAM param group and (device, dtype). Past dynamo's recompile limit
-  (8 by default) further buckets run the same foreach code uncompiled, which is still correct.
-  If compiling is unsupported or fails, the kernel logs one warning and uses the foreach
+The arithmetic is one fixed sequence of elementwise ops, the same in every implementation, so
+they give identical results (tested):
+
+    a = -lr * alpha,  b = -lr * beta
+    x = (g != 0) * b + (sign(theta) * a) * g      masked beta (unmasked: (sign(theta) * a) * g + b)
+    theta *= exp(clamp(x, -clamp, clamp))
+
+sign(theta) * a is exact (0 or +-a), so folding a shared float `a` into `addcmul`'s `value`
+gives the same bits as multiplying sign(theta) by a tensor `a` first. Every op gives the same
+bits in its vectorized body and its scalar tail (checked for exp on float32 and float64; exp2
+does not, which is why the kernel does not use it although it is faster), so the results do not
+depend on how the tensors are chunked or split between threads.
+
+Implementations, tested against each other and against the formula in float64:
+
+- single-tensor: a plain loop, one whole tensor at a time (`foreach=False`);
+- foreach (the default off CUDA): on CPU, weights larger than `_CHUNK` elements are processed
+  in chunks of about `_CHUNK` elements through two reused scratch buffers, so every op after the
+  first reads data that is still in cache and no weight-sized buffer is allocated; smaller weights
+  go through `torch._foreach_*` ops over the whole (device, dtype) bucket, which saves Python
+  overhead. On CUDA the whole bucket uses the `torch._foreach_*` ops. Eager, nothing compiled:
+  on CPU the extra cost over the base step is well under half a foreach-Adam step
+  (benchmarks/ham_step.py).
+- fused: the `torch._foreach_*` version compiled with `torch.compile` (`fused=True`; the default
+  on CUDA). `lr`, `alpha` and `beta` enter as tensors, so an LR schedule does not trigger
+  recompiles; dynamo recompiles only when the list of tensor shapes / dtypes / a float `clamp` /
+  `mask_beta` changes, i.e. once per HAM param group and (device, dtype). Past dynamo's
+  recompile limit (8 by default) further buckets run the same code uncompiled, which is still
+  correct. If compiling is unsupported or fails, the kernel logs one warning and uses the foreach
   implementation from then on.
 
 No implementation syncs with the host: no `.item()`, no branches on tensor values (branches
-are on Python hyperparameters only, e.g. `beta == 0` skips the shrinkage term). bf16 / fp16
-weights compute the exponent and the product in float32 and round once when writing back.
+are on Python hyperparameters only: a Python-float `beta == 0` skips the shrinkage term; a
+tensor beta is never inspected). bf16 / fp16 weights compute the exponent and the product in
+float32 and round once when writing back.
 
-Memory: every implementation allocates transient buffers of the size of the bucket it works on
-(the exponent, plus the beta mask when `beta != 0` and `mask_beta`), freed when the call returns.
-Nothing persists between steps.
+Memory: transient buffers only, freed when the call returns; nothing persists between steps.
+The chunked CPU path needs two buffers of `_CHUNK` elements; the `_foreach_*` and single-tensor
+paths need one or two buffers of the size of the tensors they work on (the exponent, plus the
+beta mask when `beta != 0` and `mask_beta`).
 """
 
 from __future__ import annotations
@@ -37,13 +66,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["default_fused", "hyperbolic_step_"]
+__all__ = ["Coef", "Scalar", "default_fused", "hyperbolic_step_"]
 
 log = logging.getLogger(__name__)
 
 Scalar = float | Tensor
+"""A hyperparameter shared by all weights: a Python float or a 0-dim tensor."""
+Coef = float | Tensor | Sequence[float | Tensor]
+"""Shared (`Scalar`) or per parameter: one float / broadcastable tensor per weight."""
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# Weights with more elements than this are stepped in chunks of about this many elements on
+# CPU. 2**19 float32 elements = 2 MiB per buffer: the chunk's four operands (8 MiB) stay in the
+# last-level cache between the ops, and chunks are large enough that Python's per-op overhead
+# (7 ops per chunk) is a few percent. Smaller chunks measured slower (benchmarks/ham_step.py).
+_CHUNK = 1 << 19
 
 # The compiled foreach kernel, built on first use; None until then.
 _compiled: Callable[..., None] | None = None
@@ -52,12 +90,17 @@ _compile_broken = False
 
 
 def default_fused(params: Sequence[Tensor]) -> bool:
-    """`fused=None` resolves to this: compiled on CUDA, foreach everywhere else.
+    """`fused=None` resolves to this: compiled on CUDA, eager foreach everywhere else.
 
-    Why not compiled on CPU as well: the compiled CPU kernel is faster per step (see
-    benchmarks/ham_step.py), but compiling takes seconds to tens of seconds per param group and
-    process, which outweighs the saving for the short full-batch runs of this project and makes
-    every fresh worker process pay it again. Pass `fused=True` to get it anyway.
+    Why not compiled on CPU as well: the compiled CPU kernel does the step in one pass and is
+    faster per step, but the eager chunked kernel already costs well under half a foreach-Adam
+    step, and compiling costs seconds per param group in *every* process, even with inductor's
+    on-disk cache warm (dynamo still traces and guards; only code generation is cached), plus
+    tens of seconds when the cache is cold. See benchmarks/ham_step.py for the measurements.
+    Saving a fraction of a millisecond per step on the small models of this project, or a few
+    milliseconds on a 10M-parameter model, repays that only after thousands of steps in one
+    process, while sweeps start many short-lived worker processes. Pass `fused=True` for long
+    runs of large models on CPU.
     """
     return len(params) > 0 and all(p.device.type == "cuda" for p in params)
 
@@ -66,10 +109,10 @@ def hyperbolic_step_(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     *,
-    lr: Scalar,
-    alpha: Scalar,
-    beta: Scalar,
-    clamp: float,
+    lr: Coef,
+    alpha: Coef,
+    beta: Coef,
+    clamp: Coef,
     mask_beta: bool = True,
     signs: Sequence[Tensor] | None = None,
     foreach: bool | None = None,
@@ -80,147 +123,409 @@ def hyperbolic_step_(
     Args:
         params: weights after the base step (theta_half), updated in place.
         grads: the gradients the base step used, one per weight, same device.
-        lr, alpha, beta: floats or 0-dim tensors (on the weights' device to avoid syncs).
-        clamp: the exponent is clamped to [-clamp, clamp].
+        lr, alpha, beta, clamp: each either shared by all weights (a float or a 0-dim tensor,
+            preferably on the weights' device to avoid copies), or per parameter: a sequence
+            with one entry per weight, each a float or a tensor broadcastable to that weight
+            without changing its shape, e.g. [M, 1, ..., 1] for a weight [M, ...] that stacks
+            M models. The exponent is clamped to [-clamp, clamp] (clamp >= 0).
         mask_beta: apply the beta shrinkage only where the gradient is nonzero.
         signs: sign(theta_k) of the weights *before* the base step ("HAM signed" ablation),
             any dtype; None uses sign(params) (HYP*).
         foreach: False selects the single-tensor loop; None / True the foreach kernel.
         fused: True compiles the foreach kernel with torch.compile; None means
             `default_fused(params)`. Takes precedence over `foreach`.
+
+    Raises:
+        ValueError: lengths differ, a shared tensor coefficient is not 0-dim, or a per-parameter
+            coefficient does not broadcast to its weight.
     """
-    if len(params) != len(grads) or (signs is not None and len(signs) != len(params)):
+    n = len(params)
+    if n != len(grads) or (signs is not None and len(signs) != n):
         raise ValueError(
-            f"params, grads (and signs) must have the same length, got {len(params)}, "
+            f"params, grads (and signs) must have the same length, got {n}, "
             f"{len(grads)}" + ("" if signs is None else f", {len(signs)}")
         )
     if not params:
         return
+    use_beta = not (isinstance(beta, (int, float)) and beta == 0)
+    a = _combine(lr, alpha, params, "alpha")
+    b = _combine(lr, beta, params, "beta")
+    c = _per_param(clamp, params, "clamp")
     if fused is None:
         fused = default_fused(params)
     if fused:
-        _fused_step(params, grads, signs, lr, alpha, beta, clamp, mask_beta)
+        _fused_step(params, grads, signs, a, b, c, mask_beta, use_beta)
     elif foreach is False:
-        _single_tensor_step(params, grads, signs, lr, alpha, beta, clamp, mask_beta)
+        _single_tensor_step(params, grads, signs, a, b, c, mask_beta, use_beta)
     else:
-        for bucket in _buckets(params, grads, signs):
-            _foreach_bucket(*bucket, _coef(lr, alpha), _coef(lr, beta), clamp, mask_beta)
+        for idx in _buckets(params):
+            _foreach_bucket_step(params, grads, signs, idx, a, b, c, mask_beta, use_beta)
 
 
-def _coef(lr: Scalar, factor: Scalar) -> Scalar:
-    """-lr * factor, a Python float when both are floats, else a tensor (no sync)."""
-    return -(lr * factor)
+# ---------------------------------------------------------------------------- coefficients
+
+# A resolved coefficient: one value shared by all weights (float or 0-dim tensor), or a list
+# with one float / tensor per weight.
+_Resolved = float | Tensor | list[float | Tensor]
 
 
-def _beta_is_zero(beta: Scalar) -> bool:
-    """True only for a Python zero: a tensor beta is never inspected (that would sync)."""
-    return not isinstance(beta, Tensor) and beta == 0
+def _per_param(value: Coef, params: Sequence[Tensor], name: str) -> _Resolved:
+    """Validate a shared or per-parameter coefficient; shared stays shared."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Tensor):
+        if value.dim() != 0:
+            raise ValueError(
+                f"a shared {name} must be a float or a 0-dim tensor, got shape "
+                f"{tuple(value.shape)}; pass a sequence with one tensor per parameter instead"
+            )
+        return value
+    values = list(value)
+    if len(values) != len(params):
+        raise ValueError(
+            f"per-parameter {name} needs one entry per parameter ({len(params)}), got {len(values)}"
+        )
+    out: list[float | Tensor] = []
+    for i, (v, p) in enumerate(zip(values, params, strict=True)):
+        if isinstance(v, Tensor):
+            try:
+                ok = torch.broadcast_shapes(v.shape, p.shape) == p.shape
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"per-parameter {name}[{i}] of shape {tuple(v.shape)} does not broadcast "
+                    f"to its parameter of shape {tuple(p.shape)}"
+                )
+            out.append(v)
+        elif isinstance(v, (int, float)):
+            out.append(float(v))
+        else:
+            raise ValueError(f"per-parameter {name}[{i}] must be a float or a tensor, got {v!r}")
+    return out
+
+
+def _combine(lr: Coef, factor: Coef, params: Sequence[Tensor], name: str) -> _Resolved:
+    """-lr * factor, shared when both are shared (a float when both are floats).
+
+    The same operations in the same order for floats and tensors, so a per-model float64
+    coefficient equals the Python-float one bit for bit."""
+    lr_r = _per_param(lr, params, "lr")
+    f_r = _per_param(factor, params, name)
+    if not isinstance(lr_r, list) and not isinstance(f_r, list):
+        return -(lr_r * f_r)
+    lrs = lr_r if isinstance(lr_r, list) else [lr_r] * len(params)
+    fs = f_r if isinstance(f_r, list) else [f_r] * len(params)
+    return [-(x * y) for x, y in zip(lrs, fs, strict=True)]
+
+
+def _as_tensor(value: float | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A tensor in the compute dtype on the weights' device (torch.full: no host copy)."""
+    if isinstance(value, Tensor):
+        return value.to(device=device, dtype=dtype)
+    return torch.full((), value, dtype=dtype, device=device)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+class _BucketCoefs:
+    """The coefficients of one bucket in the form the ops take them: each of `a`, `b`, `lo`,
+    `hi` is shared (a float, or a 0-dim tensor in the compute dtype) or a list of tensors, one
+    per weight of the bucket. `tensors=True` turns shared floats into 0-dim tensors too (for
+    the compiled kernel, so that new values do not recompile)."""
+
+    def __init__(
+        self,
+        idx: list[int],
+        a: _Resolved,
+        b: _Resolved,
+        c: _Resolved,
+        like: Tensor,
+        tensors: bool = False,
+    ) -> None:
+        dtype, device = _compute_dtype(like.dtype), like.device
+
+        def conv(value: _Resolved, list_only: bool = False) -> Any:
+            if isinstance(value, list):
+                return [_as_tensor(value[i], dtype, device) for i in idx]
+            if isinstance(value, Tensor) or (tensors and not list_only):
+                out = _as_tensor(value, dtype, device)
+                return [out] * len(idx) if list_only else out
+            return float(value)
+
+        self.a = conv(a)
+        self.b = conv(b)
+        # the `_foreach_clamp_*` ops take a float or a list of tensors, not a 0-dim tensor
+        self.hi = conv(c, list_only=True)
+        self.lo = [-x for x in self.hi] if isinstance(self.hi, list) else -self.hi
+
+    def at(self, k: int) -> tuple[Any, Any, Any, Any]:
+        """(a, b, lo, hi) of the k-th weight of the bucket."""
+        a = self.a[k] if isinstance(self.a, list) else self.a
+        b = self.b[k] if isinstance(self.b, list) else self.b
+        lo = self.lo[k] if isinstance(self.lo, list) else self.lo
+        hi = self.hi[k] if isinstance(self.hi, list) else self.hi
+        return a, b, lo, hi
+
+    def subset(self, ks: list[int]) -> tuple[Any, Any, Any, Any]:
+        """(a, b, lo, hi) for the weights ks of the bucket, in the form the list ops take."""
+
+        def sub(v: Any) -> Any:
+            return [v[k] for k in ks] if isinstance(v, list) else v
+
+        return sub(self.a), sub(self.b), sub(self.lo), sub(self.hi)
+
+
+# ---------------------------------------------------------------------------- the arithmetic
+
+
+def _tensor_ops(
+    theta: Tensor,
+    grad: Tensor,
+    sign: Tensor | None,
+    a: float | Tensor,
+    b: float | Tensor,
+    lo: float | Tensor,
+    hi: float | Tensor,
+    mask_beta: bool,
+    use_beta: bool,
+    e: Tensor,
+    m: Tensor | None,
+) -> None:
+    """theta *= exp(clamp(x)) for one tensor (or chunk of one), using the buffers e, m
+    (theta's shape, compute dtype). The same ops, in the same order, as `_list_ops`."""
+    if sign is None:
+        torch.sign(theta, out=e)
+    else:
+        e.copy_(sign)
+    if use_beta and mask_beta:
+        assert m is not None
+        torch.ne(grad, 0, out=m)
+        m.mul_(b)
+        if isinstance(a, Tensor):
+            e.mul_(a)
+            m.addcmul_(e, grad)
+        else:  # (a * sign) * g: the same bits as multiplying sign by a tensor a first
+            m.addcmul_(e, grad, value=a)
+        e = m
+    else:
+        e.mul_(a).mul_(grad)
+        if use_beta:
+            e.add_(b)
+    e.clamp_(lo, hi)
+    e.exp_()
+    theta.mul_(e)
+
+
+def _list_ops(
+    thetas: list[Tensor],
+    grads: list[Tensor],
+    signs: list[Tensor] | None,
+    a: float | Tensor | list[Tensor],
+    b: float | Tensor | list[Tensor],
+    lo: float | list[Tensor],
+    hi: float | list[Tensor],
+    mask_beta: bool,
+    use_beta: bool,
+) -> None:
+    """`_tensor_ops` over lists with `torch._foreach_*` (compute dtype; thetas in place)."""
+    if signs is None:
+        e = torch._foreach_sign(thetas)
+    else:
+        e = [s.to(thetas[0].dtype, copy=True) for s in signs]
+    if use_beta and mask_beta:
+        m = torch._foreach_sign(grads)  # |sign(g)| = (g != 0), exactly 0 or 1
+        torch._foreach_abs_(m)
+        torch._foreach_mul_(m, b)
+        if isinstance(a, (float, int)):
+            torch._foreach_addcmul_(m, e, grads, value=a)
+        else:
+            torch._foreach_mul_(e, a)
+            torch._foreach_addcmul_(m, e, grads)
+        e = m
+    else:
+        torch._foreach_mul_(e, a)
+        torch._foreach_mul_(e, grads)
+        if use_beta:
+            torch._foreach_add_(e, b)
+    torch._foreach_clamp_min_(e, lo)
+    torch._foreach_clamp_max_(e, hi)
+    torch._foreach_exp_(e)
+    torch._foreach_mul_(thetas, e)
+
+
+# ---------------------------------------------------------------------------- implementations
 
 
 def _single_tensor_step(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     signs: Sequence[Tensor] | None,
-    lr: Scalar,
-    alpha: Scalar,
-    beta: Scalar,
-    clamp: float,
+    a: _Resolved,
+    b: _Resolved,
+    c: _Resolved,
     mask_beta: bool,
+    use_beta: bool,
 ) -> None:
-    a, b = _coef(lr, alpha), _coef(lr, beta)
-    use_beta = not _beta_is_zero(beta)
     for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        coefs = _BucketCoefs([i], a, b, c, param)
+        ca, cb, lo, hi = coefs.at(0)
         low = param.dtype in _LOW_PRECISION
         theta = param.float() if low else param
         g = grad.to(theta.dtype)
-        sign = torch.sign(theta) if signs is None else signs[i].to(theta.dtype, copy=True)
-        e = sign.mul_(g).mul_(a)
-        if use_beta:
-            if mask_beta:  # same ops as the foreach kernel, so results are identical
-                m = torch.sign(g)
-                if isinstance(b, Tensor):
-                    e.add_(m.abs_().mul_(b))
-                else:
-                    e.addcmul_(m, m, value=b)
-            else:
-                e.add_(b)
-        e.clamp_(-clamp, clamp).exp_()
+        e = torch.empty_like(theta, memory_format=torch.contiguous_format)
+        m = torch.empty_like(e) if use_beta and mask_beta else None
+        sign = None if signs is None else signs[i]
+        _tensor_ops(theta, g, sign, ca, cb, lo, hi, mask_beta, use_beta, e, m)
         if low:
-            param.copy_(theta.mul_(e))
-        else:
-            param.mul_(e)
+            param.copy_(theta)
 
 
-def _buckets(
-    params: Sequence[Tensor], grads: Sequence[Tensor], signs: Sequence[Tensor] | None
-) -> list[tuple[list[Tensor], list[Tensor], list[Tensor] | None]]:
-    """Split into buckets of one (device, dtype) of the weights, keeping the order within each."""
+def _buckets(params: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of the weights of each (device, dtype), keeping the order within each."""
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, p in enumerate(params):
         groups.setdefault((p.device, p.dtype), []).append(i)
-    out = []
-    for idx in groups.values():
-        out.append(
-            (
-                [params[i] for i in idx],
-                [grads[i] for i in idx],
-                None if signs is None else [signs[i] for i in idx],
-            )
-        )
-    return out
+    return list(groups.values())
 
 
-def _foreach_bucket(
+def _rows(coef: Tensor | float, p: Tensor) -> int | None:
+    """1 for a shared coefficient, p.shape[0] for one of shape [p.shape[0], 1, ..., 1]
+    (per model), None for any other broadcast (which is then not chunked)."""
+    if not isinstance(coef, Tensor) or coef.numel() == 1:
+        return 1
+    if coef.dim() == p.dim() and coef.shape[0] == p.shape[0] and coef.numel() == p.shape[0]:
+        return p.shape[0]
+    return None
+
+
+def _chunk_rows(
+    param: Tensor, grad: Tensor, sign: Tensor | None, coefs: tuple[Any, ...]
+) -> int | None:
+    """The number of rows R to chunk `param` as [R, -1] by, or None when it is not chunked."""
+    if (
+        param.device.type != "cpu"
+        or param.dtype not in (torch.float32, torch.float64)
+        or param.numel() <= _CHUNK
+        or grad.dtype != param.dtype
+        or grad.shape != param.shape
+        or not (param.is_contiguous() and grad.is_contiguous())
+        or (sign is not None and (sign.shape != param.shape or not sign.is_contiguous()))
+    ):
+        return None
+    rows = {_rows(x, param) for x in coefs}
+    if None in rows:
+        return None
+    rows.discard(1)
+    return rows.pop() if rows else 1
+
+
+def _foreach_bucket_step(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    signs: Sequence[Tensor] | None,
+    idx: list[int],
+    a: _Resolved,
+    b: _Resolved,
+    c: _Resolved,
+    mask_beta: bool,
+    use_beta: bool,
+) -> None:
+    """One (device, dtype) bucket: large CPU weights chunked, the rest with `_foreach_*`."""
+    coefs = _BucketCoefs(idx, a, b, c, params[idx[0]])
+    listed: list[int] = []  # positions k in the bucket done with the list ops
+    e_buf: Tensor | None = None
+    m_buf: Tensor | None = None
+    for k, i in enumerate(idx):
+        sign = None if signs is None else signs[i]
+        ca, cb, lo, hi = coefs.at(k)
+        rows = _chunk_rows(params[i], grads[i], sign, (ca, cb, lo, hi))
+        if rows is None:
+            listed.append(k)
+            continue
+        if e_buf is None or e_buf.numel() < rows:
+            size = max(_CHUNK, rows)
+            e_buf = params[i].new_empty(size)
+            m_buf = params[i].new_empty(size) if use_beta and mask_beta else None
+        _chunked(params[i], grads[i], sign, rows, ca, cb, lo, hi, mask_beta, use_beta, e_buf, m_buf)
+    if listed:
+        ps = [params[idx[k]] for k in listed]
+        gs = [grads[idx[k]] for k in listed]
+        ss = None if signs is None else [signs[idx[k]] for k in listed]
+        _list_bucket(ps, gs, ss, *coefs.subset(listed), mask_beta, use_beta)
+
+
+def _per_row(x: Any, rows: int) -> Any:
+    """A coefficient as [rows, 1] for the [rows, -1] view of its weight (shared ones as is)."""
+    if isinstance(x, Tensor) and x.numel() > 1:
+        return x.reshape(rows, 1)
+    if isinstance(x, Tensor) and x.dim() > 0:
+        return x.reshape(())
+    return x
+
+
+def _chunked(
+    param: Tensor,
+    grad: Tensor,
+    sign: Tensor | None,
+    rows: int,
+    a: float | Tensor,
+    b: float | Tensor,
+    lo: float | Tensor,
+    hi: float | Tensor,
+    mask_beta: bool,
+    use_beta: bool,
+    e_buf: Tensor,
+    m_buf: Tensor | None,
+) -> None:
+    """`_tensor_ops` on column chunks of the [rows, -1] view of a contiguous weight."""
+    theta2 = param.view(rows, -1)
+    grad2 = grad.view(rows, -1)
+    sign2 = None if sign is None else sign.view(rows, -1)
+    a, b, lo, hi = (_per_row(x, rows) for x in (a, b, lo, hi))
+    cols = theta2.shape[1]
+    width = max(1, e_buf.numel() // rows)
+    for start in range(0, cols, width):
+        stop = min(start + width, cols)
+        n = rows * (stop - start)
+        e = e_buf[:n].view(rows, stop - start)
+        m = None if m_buf is None else m_buf[:n].view(rows, stop - start)
+        _tensor_ops(
+            theta2[:, start:stop],
+            grad2[:, start:stop],
+            None if sign2 is None else sign2[:, start:stop],
+            a, b, lo, hi, mask_beta, use_beta, e, m,
+        )  # fmt: skip
+
+
+def _list_bucket(
     params: list[Tensor],
     grads: list[Tensor],
     signs: list[Tensor] | None,
-    a: Scalar,
-    b: Scalar,
-    clamp: float,
+    a: float | Tensor | list[Tensor],
+    b: float | Tensor | list[Tensor],
+    lo: float | list[Tensor],
+    hi: float | list[Tensor],
     mask_beta: bool,
-    use_beta: bool | None = None,
+    use_beta: bool,
 ) -> None:
-    """theta *= exp(clamp(a * sign * g + b * m)) for one bucket of same device and dtype.
-
-    `a = -lr * alpha`, `b = -lr * beta` are floats or 0-dim tensors. `use_beta=None` decides
-    from `b` (a Python zero skips the term); the compiled path passes True.
-    """
+    """`_list_ops` for weights of one device and dtype; bf16 / fp16 computed in float32."""
     low = params[0].dtype in _LOW_PRECISION
     thetas = [p.float() for p in params] if low else params
     if low or grads[0].dtype != thetas[0].dtype:
         grads = [g.to(thetas[0].dtype) for g in grads]
-    if signs is None:
-        e = torch._foreach_sign(thetas)
-    else:
-        e = [s.to(thetas[0].dtype, copy=True) for s in signs]
-    torch._foreach_mul_(e, grads)
-    torch._foreach_mul_(e, a)
-    if use_beta is None:
-        use_beta = not _beta_is_zero(b)
-    if use_beta:
-        if mask_beta:  # m = (g != 0) = sign(g)^2
-            m = torch._foreach_sign(grads)
-            if isinstance(b, Tensor):
-                torch._foreach_abs_(m)
-                torch._foreach_mul_(m, b)
-                torch._foreach_add_(e, m)
-            else:
-                torch._foreach_addcmul_(e, m, m, value=b)
-            del m
-        else:
-            torch._foreach_add_(e, b)
-    torch._foreach_clamp_min_(e, -clamp)
-    torch._foreach_clamp_max_(e, clamp)
-    torch._foreach_exp_(e)
+    _list_ops(thetas, grads, signs, a, b, lo, hi, mask_beta, use_beta)
     if low:
-        torch._foreach_mul_(thetas, e)
         torch._foreach_copy_(params, thetas)
-    else:
-        torch._foreach_mul_(params, e)
+
+
+# ---------------------------------------------------------------------------- compiled
 
 
 def _compiled_kernel() -> Callable[..., None] | None:
-    """The compiled foreach kernel, or None (after logging once) when it cannot be had."""
+    """The compiled list kernel, or None (after logging once) when it cannot be had."""
     global _compiled, _compile_broken
     if _compile_broken:
         return None
@@ -230,7 +535,7 @@ def _compiled_kernel() -> Callable[..., None] | None:
 
             if not torch._dynamo.is_dynamo_supported():
                 raise RuntimeError("torch.compile is not supported on this platform")
-            _compiled = torch.compile(_foreach_bucket, dynamic=False)
+            _compiled = torch.compile(_list_bucket, dynamic=False)
         except Exception as exc:  # any failure means: use the foreach path instead
             _disable_compile(exc)
             return None
@@ -248,36 +553,28 @@ def _disable_compile(exc: BaseException) -> None:
     )
 
 
-def _scalar(value: Scalar, like: Tensor) -> Tensor:
-    """A 0-dim tensor on `like`'s device in its compute dtype (torch.full: no host copy)."""
-    dtype = torch.float32 if like.dtype in _LOW_PRECISION else like.dtype
-    if isinstance(value, Tensor):
-        return value.to(device=like.device, dtype=dtype)
-    return torch.full((), value, dtype=dtype, device=like.device)
-
-
 def _fused_step(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     signs: Sequence[Tensor] | None,
-    lr: Scalar,
-    alpha: Scalar,
-    beta: Scalar,
-    clamp: float,
+    a: _Resolved,
+    b: _Resolved,
+    c: _Resolved,
     mask_beta: bool,
+    use_beta: bool,
 ) -> None:
-    buckets = _buckets(params, grads, signs)
+    buckets = _buckets(params)
     kernel = _compiled_kernel()
     while kernel is not None and buckets:
-        bucket = buckets[0]
-        like = bucket[0][0]
+        idx = buckets[0]
+        coefs = _BucketCoefs(idx, a, b, c, params[idx[0]], tensors=True)
         args: tuple[Any, ...] = (
-            *bucket,
-            _scalar(_coef(lr, alpha), like),
-            _scalar(_coef(lr, beta), like),
-            float(clamp),
+            [params[i] for i in idx],
+            [grads[i] for i in idx],
+            None if signs is None else [signs[i] for i in idx],
+            *coefs.subset(list(range(len(idx)))),
             bool(mask_beta),
-            not _beta_is_zero(beta),
+            use_beta,
         )
         try:
             kernel(*args)
@@ -285,5 +582,5 @@ def _fused_step(
             _disable_compile(exc)
             break
         buckets.pop(0)
-    for bucket in buckets:  # only when compiling failed
-        _foreach_bucket(*bucket, _coef(lr, alpha), _coef(lr, beta), clamp, mask_beta)
+    for idx in buckets:  # only when compiling failed
+        _foreach_bucket_step(params, grads, signs, idx, a, b, c, mask_beta, use_beta)
