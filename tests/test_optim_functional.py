@@ -251,7 +251,7 @@ def _per_model_view(values, p):
 
 
 @pytest.mark.parametrize("mask_beta", [True, False])
-@pytest.mark.parametrize("chunk", [None, 40])
+@pytest.mark.parametrize("chunk", [None, 40, 2])  # 2: fewer than the 4 rows
 @pytest.mark.parametrize("foreach", [True, False])
 def test_packed_equals_per_model_loop(monkeypatch, mask_beta, chunk, foreach):
     """Stacked weights [M, ...] with per-model lr, alpha, beta, clamp give, bit for bit in

@@ -35,9 +35,13 @@ Implementations, tested against each other and against the formula in float64:
   in chunks of about `_CHUNK` elements through two reused scratch buffers, so every op after the
   first reads data that is still in cache and no weight-sized buffer is allocated; smaller weights
   go through `torch._foreach_*` ops over the whole (device, dtype) bucket, which saves Python
-  overhead. On CUDA the whole bucket uses the `torch._foreach_*` ops. Eager, nothing compiled:
-  on CPU the extra cost over the base step is well under half a foreach-Adam step
-  (benchmarks/ham_step.py).
+  overhead. On CUDA the whole bucket uses the `torch._foreach_*` ops. Eager, nothing compiled.
+  On CPU (benchmarks/ham_step.py, 1M-50M weights, 1-2 threads) it costs 0.25-0.45 of a
+  foreach-Adam step on the benchmark's 8 square layers and on 25 packed models, and 0.45-0.75
+  on 1024 x 1024 matrices of unit-scale weights with dense gradients, where Adam itself is
+  fast (the previous foreach kernel: 1.7-2.2). `exp` alone is about a third of an Adam step
+  there, so half an Adam step is about the floor for any eager version of this formula; the
+  compiled kernel (one pass) is the way below it.
 - fused: the `torch._foreach_*` version compiled with `torch.compile` (`fused=True`; the default
   on CUDA). `lr`, `alpha` and `beta` enter as tensors, so an LR schedule does not trigger
   recompiles; dynamo recompiles only when the list of tensor shapes / dtypes / a float `clamp` /
@@ -78,10 +82,12 @@ Coef = float | Tensor | Sequence[float | Tensor]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 # Weights with more elements than this are stepped in chunks of about this many elements on
-# CPU. 2**19 float32 elements = 2 MiB per buffer: the chunk's four operands (8 MiB) stay in the
-# last-level cache between the ops, and chunks are large enough that Python's per-op overhead
-# (7 ops per chunk) is a few percent. Smaller chunks measured slower (benchmarks/ham_step.py).
-_CHUNK = 1 << 19
+# CPU. 2**17 float32 elements = 512 KiB per buffer: the chunk's four operands (2 MiB) stay in a
+# core's L2 / the L3 between the ops, and a chunk is large enough that Python's overhead (about
+# 10 calls per chunk) stays around a tenth. Measured on a 16-core Xeon (2 MiB L2 per core) at
+# 1 and 2 threads, 10.5M weights in 1024 x 1024 matrices: the hyperbolic step cost 0.43 / 0.53
+# of an Adam step with 2**17, 0.81 / 0.83 with 2**19 and 1.40 / 1.34 with 2**21.
+_CHUNK = 1 << 17
 
 # The compiled foreach kernel, built on first use; None until then.
 _compiled: Callable[..., None] | None = None
@@ -92,15 +98,18 @@ _compile_broken = False
 def default_fused(params: Sequence[Tensor]) -> bool:
     """`fused=None` resolves to this: compiled on CUDA, eager foreach everywhere else.
 
-    Why not compiled on CPU as well: the compiled CPU kernel does the step in one pass and is
-    faster per step, but the eager chunked kernel already costs well under half a foreach-Adam
-    step, and compiling costs seconds per param group in *every* process, even with inductor's
-    on-disk cache warm (dynamo still traces and guards; only code generation is cached), plus
-    tens of seconds when the cache is cold. See benchmarks/ham_step.py for the measurements.
-    Saving a fraction of a millisecond per step on the small models of this project, or a few
-    milliseconds on a 10M-parameter model, repays that only after thousands of steps in one
-    process, while sweeps start many short-lived worker processes. Pass `fused=True` for long
-    runs of large models on CPU.
+    Decision for CPU, from measurements (benchmarks/ham_step.py, 16-core Xeon pinned to 2
+    cores, torch 2.11, 10.5M weights in 1024 x 1024 matrices, 2 threads): the compiled step did
+    the hyperbolic step for 0.41-0.50 of an Adam step, the eager chunked one for 0.43-0.83
+    (noisy; 0.25-0.45 on the benchmark's square layout and at 50M). But compiling took 80 s with
+    an empty inductor cache and still 47 s with it warm (the on-disk cache saves code generation,
+    not dynamo's tracing of the step), and every new process and param group pays it. At
+    roughly 10-30 ms saved per step on 10M weights, that needs thousands of steps per process
+    to repay, while this project runs short full-batch trainings of small models, many in
+    short-lived sweep workers. So the on-disk cache does not make compiling worth being the
+    default on CPU, even for large models; pass `fused=True` for long runs of large models.
+    On CUDA the compiled step (3-9 s to compile) costs 0.34-0.37 of an Adam step against
+    0.74-0.76 for the eager foreach ops (one kernel launch per op and tensor list, H100).
     """
     return len(params) > 0 and all(p.device.type == "cuda" for p in params)
 
@@ -127,7 +136,9 @@ def hyperbolic_step_(
             preferably on the weights' device to avoid copies), or per parameter: a sequence
             with one entry per weight, each a float or a tensor broadcastable to that weight
             without changing its shape, e.g. [M, 1, ..., 1] for a weight [M, ...] that stacks
-            M models. The exponent is clamped to [-clamp, clamp] (clamp >= 0).
+            M models. The exponent is clamped to [-clamp, clamp] (clamp >= 0). Only a Python
+            float `beta == 0` skips the shrinkage term; shared or [M, 1, ..., 1] coefficients
+            keep the chunked CPU path, other broadcast shapes step that weight unchunked.
         mask_beta: apply the beta shrinkage only where the gradient is nonzero.
         signs: sign(theta_k) of the weights *before* the base step ("HAM signed" ablation),
             any dtype; None uses sign(params) (HYP*).
@@ -480,24 +491,20 @@ def _chunked(
     e_buf: Tensor,
     m_buf: Tensor | None,
 ) -> None:
-    """`_tensor_ops` on column chunks of the [rows, -1] view of a contiguous weight."""
-    theta2 = param.view(rows, -1)
-    grad2 = grad.view(rows, -1)
-    sign2 = None if sign is None else sign.view(rows, -1)
+    """`_tensor_ops` on column chunks of the [rows, -1] view of a contiguous weight (1-d
+    chunks when rows == 1); `split` makes all chunk views in one call."""
     a, b, lo, hi = (_per_row(x, rows) for x in (a, b, lo, hi))
-    cols = theta2.shape[1]
     width = max(1, e_buf.numel() // rows)
-    for start in range(0, cols, width):
-        stop = min(start + width, cols)
-        n = rows * (stop - start)
-        e = e_buf[:n].view(rows, stop - start)
-        m = None if m_buf is None else m_buf[:n].view(rows, stop - start)
-        _tensor_ops(
-            theta2[:, start:stop],
-            grad2[:, start:stop],
-            None if sign2 is None else sign2[:, start:stop],
-            a, b, lo, hi, mask_beta, use_beta, e, m,
-        )  # fmt: skip
+    shape = (-1,) if rows == 1 else (rows, -1)
+    dim = len(shape) - 1
+    thetas = param.view(shape).split(width, dim)
+    grads = grad.view(shape).split(width, dim)
+    signs = [None] * len(thetas) if sign is None else sign.view(shape).split(width, dim)
+    for theta, g, s in zip(thetas, grads, signs, strict=True):
+        n = theta.numel()
+        e = e_buf[:n].view(theta.shape)
+        m = None if m_buf is None else m_buf[:n].view(theta.shape)
+        _tensor_ops(theta, g, s, a, b, lo, hi, mask_beta, use_beta, e, m)
 
 
 def _list_bucket(
