@@ -191,6 +191,12 @@ def test_fused_matches_foreach_without_recompiles():
 # ---------------------------------------------------------------- chunked CPU path, per-model
 
 
+def _chunk(monkeypatch, size):
+    """Step weights of more than 16 elements in chunks of `size` elements."""
+    monkeypatch.setattr(functional, "_CHUNK", size)
+    monkeypatch.setattr(functional, "_CHUNKED_MIN", 16)
+
+
 def _big(dtype=torch.float64, seed=5, models=0):
     """Weights larger than a small _CHUNK: a matrix, a vector, a 3-d tensor (stacked when
     models > 0), with exact zeros in weights and gradients."""
@@ -210,7 +216,7 @@ def _big(dtype=torch.float64, seed=5, models=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_chunked_equals_single_tensor_and_formula(monkeypatch, hyper, dtype):
     """Weights above _CHUNK are stepped in chunks: same bits as the whole-tensor loop."""
-    monkeypatch.setattr(functional, "_CHUNK", 64)
+    _chunk(monkeypatch, 64)
     params, grads = _big(dtype)
     expected = [_reference(p, g, **hyper) for p, g in zip(params, grads, strict=True)]
     single = [p.clone() for p in params]
@@ -229,14 +235,14 @@ def test_chunked_equals_list_ops(monkeypatch):
     hyper = dict(lr=torch.tensor(0.03), alpha=150.0, beta=torch.tensor(0.2), clamp=2.0)
     listed = [p.clone() for p in params]
     hyperbolic_step_(listed, grads, **hyper, signs=signs, fused=False)  # default _CHUNK: lists
-    monkeypatch.setattr(functional, "_CHUNK", 50)
+    _chunk(monkeypatch, 50)
     hyperbolic_step_(params, grads, **hyper, signs=signs, fused=False)
     for p, q in zip(params, listed, strict=True):
         assert torch.equal(p, q)
 
 
 def test_non_contiguous_weight_is_not_chunked(monkeypatch):
-    monkeypatch.setattr(functional, "_CHUNK", 16)
+    _chunk(monkeypatch, 16)
     params, grads = _big(torch.float64)
     hyper = HYPER[0]
     t = params[0].t()  # a transposed view: stepped whole, in place through the view
@@ -257,7 +263,7 @@ def test_packed_equals_per_model_loop(monkeypatch, mask_beta, chunk, foreach):
     """Stacked weights [M, ...] with per-model lr, alpha, beta, clamp give, bit for bit in
     float64, what stepping each model alone with Python floats gives."""
     if chunk is not None:
-        monkeypatch.setattr(functional, "_CHUNK", chunk)
+        _chunk(monkeypatch, chunk)
     models = 4
     params, grads = _big(torch.float64, models=models)
     lr = torch.tensor([0.05, 0.01, 0.02, 0.05], dtype=torch.float64)

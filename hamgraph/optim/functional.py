@@ -88,6 +88,10 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # 1 and 2 threads, 10.5M weights in 1024 x 1024 matrices: the hyperbolic step cost 0.43 / 0.53
 # of an Adam step with 2**17, 0.81 / 0.83 with 2**19 and 1.40 / 1.34 with 2**21.
 _CHUNK = 1 << 17
+# Weights with at least this many elements take the chunked path (one chunk up to _CHUNK):
+# two reused buffers and 7 in-place ops beat allocating `_foreach_*` ops once Python's ~10
+# calls per weight are small against the work; smaller weights go through `_foreach_*` ops.
+_CHUNKED_MIN = 1 << 14
 
 # The compiled foreach kernel, built on first use; None until then.
 _compiled: Callable[..., None] | None = None
@@ -419,7 +423,7 @@ def _chunk_rows(
     if (
         param.device.type != "cpu"
         or param.dtype not in (torch.float32, torch.float64)
-        or param.numel() <= _CHUNK
+        or param.numel() < _CHUNKED_MIN
         or grad.dtype != param.dtype
         or grad.shape != param.shape
         or not (param.is_contiguous() and grad.is_contiguous())
