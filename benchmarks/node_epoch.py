@@ -35,7 +35,7 @@ from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.optim import build_optimizer
 from hamgraph.presets import default_params
-from hamgraph.specs import HamSettings, NodeParams, RunSpec
+from hamgraph.specs import HamSettings, NodeParams, OptimizerSpec, RunSpec
 from hamgraph.train import resolve_device
 from hamgraph.train.node import train_node_run
 
@@ -75,7 +75,7 @@ def baseline_run(dataset: str, params: NodeParams, ham, paths: DataPaths, device
     if ham is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     else:
-        optimizer = build_optimizer(model, base="adam", lr=lr, weight_decay=wd, ham=ham)
+        optimizer = build_optimizer(model, OptimizerSpec("adam", ham=ham), lr=lr, weight_decay=wd)
     parts = [split.train.to(device), split.val.to(device), split.test.to(device)]
     best_val, best_test = -1.0, 0.0
     for _ in range(params.epochs):
@@ -100,7 +100,7 @@ def baseline_run(dataset: str, params: NodeParams, ham, paths: DataPaths, device
 
 
 def ours_run(dataset: str, params: NodeParams, ham, paths: DataPaths, device) -> None:
-    spec = RunSpec(dataset, "gcn", params, ham, run=0, seed=0)
+    spec = RunSpec(dataset, "gcn", params, OptimizerSpec("adam", ham=ham), run=0, seed=0)
     train_node_run(spec, resolve_dataset(dataset), paths, device)
 
 

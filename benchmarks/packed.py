@@ -41,7 +41,7 @@ from hamgraph.presets import default_params
 from hamgraph.specs import HamSettings, OptimizerSpec, RunSpec
 from hamgraph.train import resolve_device
 from hamgraph.train.node import train_node_run
-from hamgraph.train.packed import train_node_pack
+from hamgraph.train.packed import pack_footprint, train_node_pack
 
 CASES = "cora/gcn,chameleon/gcn,minesweeper/gcn,squirrel/sage"
 HAM = HamSettings(alpha=200.0, beta=0.1)
@@ -56,6 +56,17 @@ def _paths() -> DataPaths:
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _too_big(case: str, size: int) -> bool:
+    """CPU: whether `pack_footprint` x size exceeds half of MemAvailable."""
+    dataset, model = case.split("/")
+    info = resolve_dataset(dataset)
+    spec = RunSpec(dataset, model, default_params(info, model), OptimizerSpec("adam"), 0, 0)
+    per_run = pack_footprint(spec, info, _paths(), torch.device("cpu"))
+    with open("/proc/meminfo") as f:
+        free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    return per_run * size > free // 2
 
 
 def child(case: str, size: int, epochs: int, device_name: str, threads: int) -> dict:
@@ -126,6 +137,9 @@ def main() -> None:
     for case in args.cases.split(","):
         single_rate = None
         for size in sizes:
+            if device.type == "cpu" and size > 1 and _too_big(case, size):
+                print(f"{case:<18}{size:>5}  skipped: estimated memory above half the free RAM")
+                continue
             command = [sys.executable, __file__, "--child", f"{case}:{size}",
                        "--epochs", str(args.epochs), "--device", args.device,
                        "--threads", str(args.threads)]

@@ -39,7 +39,6 @@ from hamgraph.models.classic import (
     ClassicGNN,
     _SymmetricSpmm,
     apply_dropout_mask,
-    dropout_mask,
 )
 from hamgraph.optim.groups import ham_target_names
 
@@ -125,7 +124,12 @@ class PackedGNN(nn.Module):
     def _linear(self, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """Per-model Linear: h [M, N, I] (or the shared [N, I]) x weight [M, O, I] -> [M, N, O]."""
         m, out_dim, in_dim = weight.shape
-        if h.dim() == 2:  # the shared input [N, I] (dense or sparse CSR): one product
+        if h.dim() == 2 and h.layout != torch.strided and h.device.type == "cpu":
+            # sparse features on CPU: one product with the [I, M * O] weights is about 2x
+            # slower there than M products as the single runs do them (measured, cora);
+            # unbind, not weight[i]: one backward stack instead of M weight-sized zero fills
+            out = torch.stack([F.linear(h, w) for w in weight.unbind(0)])
+        elif h.dim() == 2:  # the shared input [N, I] (dense or sparse CSR): one product
             stacked = weight.permute(2, 0, 1).reshape(in_dim, m * out_dim)
             out = (h @ stacked).view(-1, m, out_dim).transpose(0, 1)
         else:
@@ -194,7 +198,8 @@ class PackedGNN(nn.Module):
         return out.view(n, m, hidden).transpose(0, 1)
 
     def _dropout(self, h: Tensor, generators: Sequence[torch.Generator] | None) -> Tensor:
-        """Model m's mask from generator m, drawn with the single run's exact call ([N, F]).
+        """Model m's mask from generator m, drawn as the single run draws it
+        (`classic.dropout_mask`: uniform [N, F] in the activation's dtype, kept where >= p).
 
         M small draws instead of one [M, N, F] draw: one draw cannot come from M generators,
         and the draw is cheap next to the layer it follows.
@@ -203,11 +208,10 @@ class PackedGNN(nn.Module):
             return h
         if generators is None or len(generators) != h.shape[0]:
             raise ValueError(f"training a pack of {h.shape[0]} models needs as many generators")
-        shape = h.shape[1:]
-        keep = torch.stack(
-            [dropout_mask(shape, self.p, g, device=h.device, dtype=h.dtype) for g in generators]
-        )
-        return apply_dropout_mask(h, keep, self.p)
+        noise = torch.empty(h.shape, device=h.device, dtype=h.dtype)
+        for m, generator in enumerate(generators):  # the single run's draw, into row m
+            torch.rand(h.shape[1:], generator=generator, out=noise[m])
+        return apply_dropout_mask(h, noise >= self.p, self.p)
 
     def forward(
         self, x: Tensor, graph: Tensor, generators: Sequence[torch.Generator] | None = None
