@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-import hamgraph.optim.functional as ham_kernel
 from hamgraph.data.node import NodeDataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
@@ -69,8 +68,6 @@ __all__ = ["PackedDiagnostics", "pack_footprint", "pack_signature", "train_node_
 log = logging.getLogger(__name__)
 
 _HAM_DEFAULTS = HamSettings(alpha=0.0, beta=0.0)
-# Whether `hyperbolic_step_` takes per-parameter coefficients ([M, 1, ...] tensors); see _HamStep
-_PER_PARAMETER_COEFS = hasattr(ham_kernel, "Coef")
 
 
 def pack_signature(spec: RunSpec) -> Hashable:
@@ -155,9 +152,6 @@ class _HamStep:
     are [M, 1, ..., 1] tensors per weight, 0 for a model without HAM (theta * exp(0) = theta
     leaves it bit-identical). "HAM signed" models (sign_source "previous") read the signs taken
     before the base step, the others the current ones.
-
-    Until `hyperbolic_step_` takes per-parameter coefficients (hamgraph.optim.functional.Coef),
-    it is called once per model with HAM on that model's slices: same numbers, M calls.
     """
 
     def __init__(self, specs: Sequence[RunSpec], params: Sequence[Tensor]) -> None:
@@ -196,9 +190,6 @@ class _HamStep:
         if not self.models:
             return
         grads = [p.grad for p in self.params]
-        if not _PER_PARAMETER_COEFS:
-            self._per_model(lr, grads, signs)
-            return
         if signs is not None:  # "previous" models: signs before the base step; others: now
             signs = [
                 torch.where(self.use_previous[i], before, torch.sign(self.params[i]).to(torch.int8))
@@ -215,18 +206,6 @@ class _HamStep:
             signs=signs,
         )
 
-    def _per_model(self, lr: float, grads: list[Tensor], signs: list[Tensor] | None) -> None:
-        for m, ham in self.models:
-            hyperbolic_step_(
-                [p[m] for p in self.params],
-                [g[m] for g in grads],
-                lr=lr,
-                alpha=ham.alpha,
-                beta=ham.beta,
-                clamp=ham.clamp,
-                mask_beta=ham.mask_beta,
-                signs=None if ham.sign_source != "previous" else [s[m] for s in signs or []],
-            )
 
 
 def _check_pack(specs: Sequence[RunSpec], info: DatasetInfo) -> None:
