@@ -141,20 +141,46 @@ def plan_packs(
 
 
 def auto_pack_size(spec: RunSpec, paths: DataPaths, device: torch.device) -> int:
-    """How many runs like `spec` fit at once: measured per-run footprint vs free memory.
+    """How many runs like `spec` to pack: measured per-run footprint vs free memory.
 
     Uses half of the free memory (the rest is headroom for the allocator and evaluation),
-    capped at MAX_AUTO_PACK. CPU: the available RAM.
+    capped at MAX_AUTO_PACK. On the CPU also capped by `cpu_pack_limit`: there a pack only
+    pays while its activations stay in cache.
     """
     from hamgraph.train.packed import pack_footprint
 
     info = resolve_dataset(spec.dataset)
-    per_run = max(1, pack_footprint(spec, info, paths, device))
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
+        limit = MAX_AUTO_PACK
     else:
         free = _available_ram()
-    return int(max(1, min(MAX_AUTO_PACK, (free // 2) // per_run)))
+        limit = min(MAX_AUTO_PACK, cpu_pack_limit(spec, paths))
+        if limit == 1:
+            return 1
+    per_run = max(1, pack_footprint(spec, info, paths, device))
+    return int(max(1, min(limit, (free // 2) // per_run)))
+
+
+# One layer's activations of a whole CPU pack should fit in this (about a last-level cache).
+CPU_PACK_BYTES = 8 * 2**20
+
+
+def cpu_pack_limit(spec: RunSpec, paths: DataPaths) -> int:
+    """The widest CPU pack that is not slower than single runs.
+
+    A single run's [nodes, hidden] activations mostly stay in cache, so its chain of
+    elementwise ops (bias, norm, ReLU, dropout) runs from cache; in a pack whose
+    [M, nodes, hidden] tensors do not fit, every one of those ops streams from memory and the
+    pack is slower per run than single runs (benchmarks/packed.py: cora GCN 512 wide at M = 25
+    ran at 0.36x). So M x nodes x hidden x 4 bytes stays within CPU_PACK_BYTES: wide presets
+    train one run at a time, narrow ones pack a few.
+    """
+    from hamgraph.train.node import load_node_data
+
+    data = load_node_data(resolve_dataset(spec.dataset), paths)
+    hidden = getattr(spec.params, "hidden", 1)
+    return max(1, CPU_PACK_BYTES // (data.num_nodes * hidden * 4))
 
 
 def _available_ram() -> int:
