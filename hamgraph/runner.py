@@ -238,12 +238,14 @@ def _train_pack(
 
     if len(pack) == 1:  # today's single-run trainers
         spec = pack[0]
-        result = train.execute(
-            spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec),
-            on_epochs=trackers[spec.key()].log_epochs,
-        )
+        try:
+            result = train.execute(
+                spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec),
+                on_epochs=trackers[spec.key()].log_epochs,
+            )
+        finally:  # a run that raised keeps a non-empty checkpoint dir (graph runs resume)
+            store.discard_empty_checkpoint_dir(spec.key())
         keep(result)
-        store.discard_empty_checkpoint_dir(spec.key())
         return
     from hamgraph.train.packed import train_node_pack
 

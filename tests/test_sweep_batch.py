@@ -55,6 +55,16 @@ def test_tied_cells_best_csv_names_the_cell_of_cells_best_per_group(
     by_number = {t.number: t for t in trials_of(path)}
     assert by_number[int(rows[1]["trial"])].user_attrs["cell"] == "a=10,b=0"
 
+    # and `hamgraph report` on the sweep's result dir names the same cell in best_params
+    from hamgraph.report import write_report
+
+    report = write_report([out], formats=["csv"], out=tmp_path / "report")
+    assert report.out == tmp_path / "report"
+    best_params = pd.read_csv(tmp_path / "report" / "best_params.csv")
+    ham = best_params[best_params["optimizer"] == "ham"]
+    assert len(ham) == 1
+    assert (float(ham["alpha"].iloc[0]), float(ham["beta"].iloc[0])) == (10.0, 0.0)
+
 
 def test_base_optimizer_is_part_of_the_cells(tmp_path: Path) -> None:
     body = grid_body("sgd", alpha="[200]", beta="[0]").replace(

@@ -149,7 +149,7 @@ def run_sweep(
     from hamgraph.track import parse_trackers
 
     resolve_device(device)  # a bad --device fails here, not in every worker
-    trackers = parse_trackers(track)
+    trackers = parse_trackers([*sweep.track, *track])
     out_dir = Path(out) if out is not None else RESULTS_ROOT / sweep.name
     url = storage_url(storage, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

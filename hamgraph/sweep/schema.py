@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,7 @@ class Sweep(StrictModel):
     runs: int | None = Field(default=None, gt=0)  # None: all runs of the protocol
     seed: int = Field(default=0, ge=0)
     overrides: dict[str, Any] = Field(default_factory=dict)  # fields of NodeParams / GraphParams
+    track: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + --track
     search: Space
 
     @model_validator(mode="after")
