@@ -162,19 +162,19 @@ def auto_pack_size(spec: RunSpec, paths: DataPaths, device: torch.device) -> int
     return int(max(1, min(limit, (free // 2) // per_run)))
 
 
-# One layer's activations of a whole CPU pack should fit in this (about a last-level cache).
-CPU_PACK_BYTES = 8 * 2**20
+# On the CPU only runs whose one-layer activations are this small pack together.
+CPU_PACK_BYTES = 2 * 2**20
 
 
 def cpu_pack_limit(spec: RunSpec, paths: DataPaths) -> int:
     """The widest CPU pack that is not slower than single runs.
 
-    A single run's [nodes, hidden] activations mostly stay in cache, so its chain of
-    elementwise ops (bias, norm, ReLU, dropout) runs from cache; in a pack whose
-    [M, nodes, hidden] tensors do not fit, every one of those ops streams from memory and the
-    pack is slower per run than single runs (benchmarks/packed.py: cora GCN 512 wide at M = 25
-    ran at 0.36x). So M x nodes x hidden x 4 bytes stays within CPU_PACK_BYTES: wide presets
-    train one run at a time, narrow ones pack a few.
+    On a CPU the protocol presets are compute- and memory-bound, not overhead-bound: measured
+    end to end, 10 minesweeper GCN runs took 49.6 s packed against 43.3 s one by one, and
+    wider presets lose more (benchmarks/packed.py: cora GCN 512 wide at M = 25, 0.36-0.81x),
+    because a pack's [M, nodes, hidden] activations leave the cache. So M x nodes x hidden x 4
+    bytes stays within CPU_PACK_BYTES: every preset trains one run at a time on a CPU, and only
+    small graphs (overhead-bound, e.g. the synthetic CSBM ones) pack.
     """
     from hamgraph.train.node import load_node_data
 
