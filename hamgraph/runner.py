@@ -352,7 +352,7 @@ def execute_specs(
             def stored(result: RunResult) -> None:
                 outcome = outcome_of(result, trained=True)
                 outcomes[result.spec.key()] = outcome
-                _log_result(result)
+                log_result(result)
                 bar.update(1)
 
             start = time.perf_counter()
@@ -434,7 +434,8 @@ def _pack_label(members: Sequence[RunSpec]) -> str:
     return f"{first.dataset} {first.model} pack of {len(members)}"
 
 
-def _log_result(result: RunResult) -> None:
+def log_result(result: RunResult) -> None:
+    """One log line for a finished run: its val and test, or why it failed."""
     spec = result.spec
     label = f"{spec.dataset} {spec.model} {spec.optimizer_label} run {spec.run}"
     if result.ok:

@@ -255,7 +255,7 @@ def run_workers(
     """
     import torch
 
-    from hamgraph.runner import _log_result
+    from hamgraph.runner import log_result
 
     store = ResultStore(out)
     keys = {spec.key() for spec in specs}
@@ -282,7 +282,7 @@ def run_workers(
                 new = (store.finished_keys() & keys) - seen
                 for key in sorted(new):
                     try:
-                        _log_result(store.load(key))
+                        log_result(store.load(key))
                     except (OSError, ValueError):  # replaced meanwhile: counted anyway
                         pass
                 seen |= new
