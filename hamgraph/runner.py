@@ -225,7 +225,12 @@ def _train_pack(
     started = datetime.now(timezone.utc)
     trackers = {
         spec.key(): tracking.start_run(
-            spec, {"spec": spec.to_dict(), "provenance": provenance.collect(device, started)}
+            spec,
+            {
+                "spec": spec.to_dict(),
+                "cell": f"{spec.dataset} {spec.model} {spec.optimizer_label}",  # the trial's cell
+                "provenance": provenance.collect(device, started),
+            },
         )
         for spec in pack
     }

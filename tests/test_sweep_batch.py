@@ -170,3 +170,26 @@ def test_worker_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_PROCID", "1")
     assert node_id() == "3.1"
+
+
+def test_sweep_tracks_every_run_in_one_group_per_study(tmp_path: Path) -> None:
+    """`track:` in the sweep file: TensorBoard runs under tensorboard/<study>/<run key>/, and
+    each run's logged config names its cell."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    body = grid_body("tracked", alpha="[200]", beta="[0.1]") + "track: [tensorboard]\n"
+    path = write_sweep(tmp_path, body)
+    out = tmp_path / "out"
+    assert sw.run_sweep(path, out=out, device="cpu").finished
+    study = sw.study_name(sw.load_sweep(path), TINY, "gcn")
+    runs = sorted(p.name for p in (out / "tensorboard" / study).iterdir())
+    assert runs == sorted(ResultStore(out).finished_keys()) and len(runs) == 2
+    ham_run = next(r for r in runs if "-ham-" in r)
+    events = EventAccumulator(str(out / "tensorboard" / study / ham_run),
+                              size_guidance={"tensors": 0})
+    events.Reload()
+    texts = [t for tag in events.Tags()["tensors"] for t in events.Tensors(tag)]
+    config = b"".join(v.tensor_proto.string_val[0] for v in texts if v.tensor_proto.string_val)
+    assert b"ham(200, 0.1)" in config and b"provenance" in config
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4, 5]
