@@ -107,13 +107,13 @@ def check_node(device: torch.device, epochs: int) -> None:
         same = [_same(p, s) for p, s in zip(packed, singles, strict=True)]
         worst = max(w for _, w in same)
         same_best = sum(ok for ok, _ in same)
-        tests = " / ".join(f"{100 * s.test:.1f}|{100 * p.test:.1f}"
-                           for s, p in zip(singles, packed, strict=True))
+        tests = ", ".join(f"{100 * s.test:.1f}/{100 * p.test:.1f}"
+                          for s, p in zip(singles, packed, strict=True))
         row(f"cora {model} single vs packed (M=5, {epochs} epochs)",
             "ok" if worst < 1e-3 else "DIFFERS",
             f"{single_s:.2f} s/run single, {packed_s:.2f} s/run packed "
             f"({single_s / packed_s:.1f}x); max rel. loss diff over the first {EARLY_EPOCHS} "
-            f"epochs {worst:.1e}; same best epoch {same_best}/5; test single|packed {tests}")
+            f"epochs {worst:.1e}; same best epoch {same_best} of 5; test single/packed {tests}")
 
 
 def check_molhiv(device: torch.device) -> None:
