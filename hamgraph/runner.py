@@ -80,18 +80,20 @@ def outcome_of(result: RunResult, trained: bool) -> RunOutcome:
     return RunOutcome(result.spec, kind, result, result.reason, trained)
 
 
-def stale_keys(store: ResultStore, keys: Sequence[str]) -> list[str]:
-    """Finished runs among `keys` whose record came from another hamgraph version."""
+def _from_another_version(version: str) -> bool:
     from hamgraph import __version__
 
-    finished = store.finished_keys()
-    stale = []
-    for key in keys:
-        if key in finished:
-            version = store.load(key).provenance.get("hamgraph_version", "")
-            if version != __version__:
-                stale.append(key)
-    return stale
+    return version != __version__
+
+
+def stale_keys(store: ResultStore, keys: Sequence[str]) -> list[str]:
+    """Finished runs among `keys` whose record came from another hamgraph version, in order.
+
+    Read from runs.csv's hamgraph_version column (one file), not from every record.
+    """
+    frame = store.frame()
+    versions = dict(zip(frame["key"], frame["hamgraph_version"], strict=True))
+    return [key for key in keys if key in versions and _from_another_version(versions[key])]
 
 
 # --- packs -------------------------------------------------------------------------------------
@@ -381,10 +383,13 @@ def execute_specs(
 
 
 def _needs_training(store: ResultStore, key: str, retrain: set[str]) -> bool:
-    """No record yet, or (a key to retrain) a record from another version: stale_keys."""
+    """No record yet, or (a key to retrain) a record from another version, as in stale_keys
+    (the record itself: another process may have stored the run since runs.csv was read)."""
     if not store.record_path(key).exists():
         return True
-    return key in retrain and bool(stale_keys(store, [key]))
+    if key not in retrain:
+        return False
+    return _from_another_version(store.load(key).provenance.get("hamgraph_version", ""))
 
 
 def _claimed_packs(

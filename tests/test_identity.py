@@ -3,6 +3,7 @@ provenance and stale runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -176,12 +177,12 @@ def test_provenance_and_rerun_stale(tmp_path: Path, caplog: pytest.LogCaptureFix
     frame = store.frame()
     assert set(frame["hamgraph_version"]) == {__version__} and set(frame["device"]) == {"cpu"}
 
-    # make two runs look like an older hamgraph's
+    # two runs recorded (through the store) as an older hamgraph would have recorded them
     stale = [specs[0].key(), specs[3].key()]
     for key in stale:
-        data = json.loads(store.record_path(key).read_text())
-        data["provenance"]["hamgraph_version"] = "0.1.0"
-        store.record_path(key).write_text(json.dumps(data))
+        old = store.load(key)
+        older = {**old.provenance, "hamgraph_version": "0.1.0"}
+        store.add(dataclasses.replace(old, provenance=older))
     untouched = {k: store.record_path(k).read_bytes() for k in store.finished_keys() - set(stale)}
     with caplog.at_level(logging.INFO, logger="hamgraph"):
         assert not run_grid(grid, out=out, device="cpu").failed

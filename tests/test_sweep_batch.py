@@ -4,6 +4,7 @@ with packed runs, stale provenance, worker seeds."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -143,10 +144,9 @@ def test_stale_runs_are_counted_and_rerun_stale_retrains_only_them(tmp_path: Pat
     assert sw.run_sweep(path, out=out, device="cpu", pack="off").stale == 0
     store = ResultStore(out)
     keys = sorted(store.finished_keys())
-    record = store.record_path(keys[0])
-    data = json.loads(record.read_text())
-    data["provenance"]["hamgraph_version"] = "0.0.old"
-    record.write_text(json.dumps(data))
+    old = store.load(keys[0])  # recorded again, through the store, as an older version would
+    older = {**old.provenance, "hamgraph_version": "0.0.old"}
+    store.add(dataclasses.replace(old, provenance=older))
     untouched = store.record_path(keys[1]).read_text()
     assert stale_keys(store, keys) == [keys[0]]
 
