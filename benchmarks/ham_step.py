@@ -21,6 +21,13 @@ median of `--repeats` steps each after `--warmup` untimed ones, and the extra co
 prints the first fused step's excess over the median (the compile time; with inductor's on-disk
 cache warm this is tracing plus loading) and memory: on CUDA the peak allocated memory during a
 step, on CPU the bytes of optimizer state (equal for Adam and HAM: HAM keeps no state).
+
+Two floors, as fractions of the Adam step, show what no eager kernel can go below: "mem floor"
+is one pass that reads the weights and gradients and writes the weights (`w += 0 * g`: HAM's
+minimal memory traffic, 3 of the 7 tensor passes of Adam), "exp floor" the exponential alone
+over as many elements (chunk by chunk into one reused buffer, i.e. from cache). Eager ops run
+one after the other, so the eager kernel's extra cost is at least about their sum; only a fused
+(compiled) kernel overlaps the two.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import torch
 from torch import nn
 
 from hamgraph.optim import HAM
-from hamgraph.optim.functional import hyperbolic_step_
+from hamgraph.optim.functional import _CHUNK, hyperbolic_step_
 
 LAYOUTS = ("square", "wide")
 PATHS = ("foreach", "fused")
@@ -122,6 +129,30 @@ def alternate(
     return statistics.median(adam_ms), statistics.median(ham_ms), first
 
 
+def memory_floor_step(params: list[nn.Parameter]) -> Callable[[], None]:
+    """One pass reading every weight and gradient and writing the weight (values unchanged)."""
+    weights = [p.detach() for p in params]
+    grads = [p.grad for p in params]
+    return lambda: torch._foreach_add_(weights, grads, alpha=0.0)
+
+
+def exp_floor_step(params: list[nn.Parameter], device: torch.device) -> Callable[[], None]:
+    """`exp` over every weight's element count, chunk by chunk into one reused buffer (CPU), or
+    one `_foreach_exp` over copies of the gradients (CUDA): the one op HAM cannot avoid."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if device.type == "cuda":
+        scratch = [g.clone() for g in grads]
+        return lambda: torch._foreach_exp_(scratch)
+    chunks = [c for g in grads for c in g.detach().reshape(-1).split(_CHUNK)]
+    buffer = torch.empty(_CHUNK, dtype=grads[0].dtype)
+
+    def step() -> None:
+        for chunk in chunks:
+            torch.exp(chunk, out=buffer[: chunk.numel()])
+
+    return step
+
+
 def peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
@@ -194,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device={device} torch={torch.__version__} memory={memory}")
     print("Adam and HAM steps timed alternately; medians; extra = (ham - adam) / adam")
     header = (
-        "| threads | layout | params | path | adam ms | ham ms | extra | compile s "
+        "| threads | layout | params | path | adam ms | ham ms | extra | mem floor | exp floor "
+        "| compile s "
         "| adam mem | ham mem |"
     )
     print(header)
-    print("|---" * 10 + "|")
+    print("|---" * 12 + "|")
     for n_threads in threads:
         if n_threads > 0:
             torch.set_num_threads(n_threads)
@@ -208,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                 n = sum(p.numel() for p in params)
                 name = f"{layout} x{args.packed}" if args.packed else layout
                 adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
+                floors = []
+                for floor_step in (memory_floor_step(params), exp_floor_step(params, device)):
+                    adam_ms, floor_ms, _ = alternate(
+                        adam.step, floor_step, params, device, args.warmup, args.repeats
+                    )
+                    floors.append(f"{floor_ms / adam_ms:.2f}")
+                floor = " | ".join(floors)
                 for path in paths:
                     if args.packed:
                         ham, ham_step = packed_ham(params, args.packed, path)
@@ -226,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"| {torch.get_num_threads()} | {name} | {n / 1e6:.1f}M | {path} | "
                         f"{adam_ms:.2f} | {ham_ms:.2f} | {(ham_ms - adam_ms) / adam_ms:.2f} | "
-                        f"{compile_s} | {fmt_bytes(adam_mem)} | {fmt_bytes(ham_mem)} |",
+                        f"{floor} | {compile_s} | {fmt_bytes(adam_mem)} | {fmt_bytes(ham_mem)} |",
                         flush=True,
                     )
                     del ham, ham_step
