@@ -324,12 +324,13 @@ def execute_specs(
                 log.info("kept failed run %s (delete records/%s.json or use --fresh to retry)",
                          key, key)
 
-    sizes: dict[str, int] = {}
+    sizes: dict[object, int] = {}
 
-    def size_for(spec: RunSpec) -> int:
-        if spec.dataset not in sizes:
-            sizes[spec.dataset] = auto_pack_size(spec, paths, device)
-        return sizes[spec.dataset]
+    def size_for(spec: RunSpec) -> int:  # the footprint depends on dataset, model and params
+        shape = (spec.dataset, spec.model, spec.params)
+        if shape not in sizes:
+            sizes[shape] = auto_pack_size(spec, paths, device)
+        return sizes[shape]
 
     unavailable: dict[str, str] = {}
     bar = tqdm(total=len(todo), unit="run", disable=None if progress else True)

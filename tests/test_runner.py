@@ -103,6 +103,43 @@ def test_out_of_memory_splits_the_pack_and_loses_nothing(monkeypatch, tmp_path: 
                                                                  strict=True))
 
 
+def test_auto_pack_size_is_per_model_and_params(monkeypatch, tmp_path: Path, offline_paths):
+    """Two models (or two widths) of one dataset have different footprints: each gets its own
+    auto size, not the size of whichever group came first."""
+    import hamgraph.train
+    import hamgraph.train.packed
+
+    packs: list[tuple[str, int, int]] = []
+    sized: list[tuple[str, int]] = []
+
+    def fake_size(spec, paths, device):
+        sized.append((spec.model, spec.params.hidden))
+        return {"gcn": 2, "sage": 3}[spec.model] + (spec.params.hidden == 16)
+
+    def fake_pack(specs, info, paths, device, *, on_result=None, on_epochs=None, **_):
+        packs.append((specs[0].model, specs[0].params.hidden, len(specs)))
+        for spec in specs:
+            on_result(_result(spec))
+        return []
+
+    def fake_single(spec, paths, device, checkpoint_dir=None, on_epochs=None):
+        packs.append((spec.model, spec.params.hidden, 1))  # a pack of one trains alone
+        return _result(spec)
+
+    monkeypatch.setattr(runner, "auto_pack_size", fake_size)
+    monkeypatch.setattr(hamgraph.train.packed, "train_node_pack", fake_pack)
+    monkeypatch.setattr(hamgraph.train, "execute", fake_single)
+    wide = specs_for(CSBM, "gcn", None, overrides={"epochs": 3, "hidden": 16}, runs=4)
+    specs = [*_cell_specs(runs=4), *_cell_specs("sage", runs=4), *wide]
+    store = ResultStore(tmp_path / "out")
+    store.prepare()
+    outcomes = runner.execute_specs(specs, store, offline_paths, torch.device("cpu"))
+    assert [o.kind for o in outcomes] == ["ok"] * 12
+    assert sorted(sized) == [("gcn", 8), ("gcn", 16), ("sage", 8)]  # once per shape
+    assert sorted(packs) == sorted([("gcn", 8, 2), ("gcn", 8, 2), ("sage", 8, 3), ("sage", 8, 1),
+                                    ("gcn", 16, 3), ("gcn", 16, 1)])
+
+
 def test_an_error_that_is_not_memory_is_not_retried(monkeypatch, tmp_path: Path, offline_paths):
     import hamgraph.train.packed
 
