@@ -15,6 +15,7 @@ import sys
 import pytest
 import torch
 
+from hamgraph import runner
 from hamgraph.data import node as node_data
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.data.splits import random_split
@@ -229,11 +230,28 @@ def test_specs_that_cannot_share_a_pack_are_rejected(offline_paths):
     assert train_node_pack([], resolve_dataset(CSBM), offline_paths, CPU) == []
 
 
-def test_other_base_optimizer_packs_exactly(offline_paths):
-    sgd = OptimizerSpec("sgd", (("momentum", 0.9),))
+def test_only_elementwise_base_optimizers_pack(offline_paths):
+    """Adafactor's factored moments (or LBFGS, or a per-tensor trust ratio) would mix the models
+    of a stacked weight: such runs train alone, and a pack of them is refused."""
+    factored = [
+        dataclasses.replace(_spec(seed=s), optimizer=OptimizerSpec("torch.optim.Adafactor"))
+        for s in (1, 2)
+    ]
+    assert pack_signature(factored[0]) is None
+    assert [len(p) for p in runner.plan_packs(factored, "auto", lambda _: 8)] == [1, 1]
+    with pytest.raises(ConfigError, match="not elementwise"):
+        train_node_pack(factored, resolve_dataset(CSBM), offline_paths, CPU)
+    radam = [dataclasses.replace(s, optimizer=OptimizerSpec("torch.optim.RAdam")) for s in factored]
+    assert [len(p) for p in runner.plan_packs(radam, "auto", lambda _: 8)] == [2]
+
+
+@pytest.mark.parametrize(
+    "base", [OptimizerSpec("sgd", (("momentum", 0.9),)), OptimizerSpec("torch.optim.RAdam")]
+)
+def test_other_base_optimizer_packs_exactly(offline_paths, base):
     specs = [
         RunSpec(CSBM, "gcn", dataclasses.replace(SMALL, epochs=20), dataclasses.replace(
-            sgd, ham=ham), run=0, seed=s) for s, ham in ((1, None), (2, HamSettings(10.0, 0.1)))
+            base, ham=ham), run=0, seed=s) for s, ham in ((1, None), (2, HamSettings(10.0, 0.1)))
     ]
     _check_pack(offline_paths, specs)
 

@@ -21,9 +21,12 @@ device buffer [M, epochs, 6]; every `SYNC_EVERY` epochs the new rows are copied 
 A model whose loss became non-finite is then frozen (no gradient from then on; its columns never
 mix with the others') and its failed RunResult is final at once (`on_result`); the others go on.
 
-The base optimizer is one instance of the spec's base class over the stacked parameters:
-Adam / AdamW / SGD are elementwise, so this is M independent optimizers. HAM's hyperbolic step
-then runs on the stacked HAM targets with per-model alpha, beta ([M, 1, ...] tensors).
+The base optimizer is one instance of the spec's base class over the stacked parameters. For
+an elementwise optimizer (`ELEMENTWISE_BASES`: Adam, AdamW, SGD, ...) that is M independent
+optimizers; any other base (LBFGS's line search, Adafactor's factored moments, a LAMB-style
+per-tensor trust ratio) would mix the models' numbers, so its runs train one at a time
+(`pack_signature` is None). HAM's hyperbolic step then runs on the stacked HAM targets with
+per-model alpha, beta ([M, 1, ...] tensors).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from hamgraph.data.registry import DatasetInfo
 from hamgraph.errors import ConfigError
 from hamgraph.models.packed import PackedGNN
 from hamgraph.optim import build_optimizer, hyperbolic_step_
+from hamgraph.optim.factory import resolve_base
 from hamgraph.specs import EpochStats, HamSettings, OptimizerSpec, RunResult, RunSpec
 from hamgraph.train.common import (
     HISTORY_COLUMNS,
@@ -63,20 +67,46 @@ from hamgraph.train.node import (
     prepare_inputs,
 )
 
-__all__ = ["PackedDiagnostics", "pack_footprint", "pack_signature", "train_node_pack"]
+__all__ = [
+    "ELEMENTWISE_BASES",
+    "PackedDiagnostics",
+    "pack_footprint",
+    "pack_signature",
+    "train_node_pack",
+]
 
 log = logging.getLogger(__name__)
 
 _HAM_DEFAULTS = HamSettings(alpha=0.0, beta=0.0)
 
 
-def pack_signature(spec: RunSpec) -> Hashable:
-    """Specs with equal signatures can train in one pack.
+# Base optimizers whose step treats every element on its own (state and update elementwise,
+# scalars such as the step count shared by all models): one instance over stacked weights is
+# then exactly M optimizers. Any other base trains its runs one at a time.
+ELEMENTWISE_BASES: frozenset[type[torch.optim.Optimizer]] = frozenset({
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.SGD,
+    torch.optim.RAdam,
+    torch.optim.NAdam,
+    torch.optim.Adamax,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.RMSprop,
+    torch.optim.Rprop,
+})
+
+
+def pack_signature(spec: RunSpec) -> Hashable | None:
+    """Specs with equal signatures can train in one pack; None: this spec trains alone
+    (its base optimizer is not in `ELEMENTWISE_BASES`).
 
     Shared by a pack: dataset, model, params, the base optimizer and its options, and HAM's
     `clamp` and `mask_beta` (runs without HAM count as the defaults, so they pack with the
     usual HAM runs). Per model: run (seed, split), HAM or not, alpha, beta, sign_source.
     """
+    if resolve_base(spec.optimizer.base) not in ELEMENTWISE_BASES:
+        return None
     ham = spec.ham or _HAM_DEFAULTS
     return (
         spec.dataset,
@@ -210,6 +240,13 @@ class _HamStep:
 
 def _check_pack(specs: Sequence[RunSpec], info: DatasetInfo) -> None:
     signatures = {pack_signature(spec) for spec in specs}
+    alone = [spec for spec in specs if pack_signature(spec) is None]
+    if alone and len(specs) > 1:
+        raise ConfigError(
+            f"run {alone[0].key()} cannot share a pack: its base optimizer "
+            f"{alone[0].optimizer.base!r} is not elementwise (hamgraph.train.packed."
+            "ELEMENTWISE_BASES)"
+        )
     if len(signatures) > 1:
         raise ConfigError(
             f"runs {[s.key() for s in specs]} cannot share a pack: they differ in dataset, "
