@@ -5,16 +5,19 @@
 
 M = 1 is today's single-run trainer (`train_node_run`); M > 1 is `train_node_pack` with M runs
 (seeds 0..M-1, runs 0..M-1: different splits where the dataset has several), Adam and HAM
-alternating. Each (case, M) runs in a fresh subprocess, twice: `epochs` and `2 * epochs` epochs.
+alternating. Each (case, M) runs in a fresh subprocess: 1 epoch untimed (warm-up), then
+`epochs` and `2 * epochs` epochs.
 Reported per run:
 
-    setup s   the fixed cost per run (data load, model build, first epochs' warm-up), from the
-              two lengths: t(E) - E * epoch
+    setup s   the fixed cost per run in a warm process (model build, data to the device), from
+              the two lengths: t(E) - E * epoch
     ms/epoch  the marginal cost of one epoch of one run: (t(2E) - t(E)) / E / M
     runs/h    for a run of the preset's full length: 3600 / (setup + preset epochs * epoch)
     speedup   runs/h over the single trainer's runs/h
     peak MiB  CUDA: peak allocated during training (both lengths); CPU: peak RSS of the
               subprocess minus its RSS after loading the data, i.e. what training added
+    sys %     CPU only: the kernel's share of the CPU time (page faults: glibc hands tensors
+              over 32 MiB out as fresh mmap'ed pages, which the kernel zeroes at first touch)
 
 On the CPU the clock is the process's CPU time (robust to other processes on a shared machine);
 on CUDA wall time. Needs the dataset mirror ($HAMGRAPH_MIRROR, default ../shared/datasets).
@@ -84,7 +87,10 @@ def child(case: str, size: int, epochs: int, device_name: str, threads: int) -> 
         base_alloc = torch.cuda.memory_allocated(device)
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     seconds = {}
-    for length in (epochs, 2 * epochs):
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # an untimed 1-epoch warm-up first: otherwise the first timed length alone pays for growing
+    # the heap and warming up, and the marginal epoch (the difference) comes out too small
+    for warmup, length in ((True, 1), (False, epochs), (False, 2 * epochs)):
         params = dataclasses.replace(preset, epochs=length)
         specs = [
             RunSpec(dataset, model, params, OptimizerSpec("adam", ham=HAM if i % 2 else None),
@@ -100,14 +106,26 @@ def child(case: str, size: int, epochs: int, device_name: str, threads: int) -> 
             train_node_pack(specs, info, paths, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds[length] = clock() - t0
+        if warmup:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+        else:
+            seconds[length] = clock() - t0
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base_alloc
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
     epoch = (seconds[2 * epochs] - seconds[epochs]) / epochs / size  # per run
     setup = max(0.0, seconds[epochs] / size - epochs * epoch)
-    return {"epoch": epoch, "setup": setup, "peak": max(0, peak), "full": preset.epochs}
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    system = after.ru_stime - usage.ru_stime
+    total = system + after.ru_utime - usage.ru_utime
+    return {
+        "epoch": epoch,
+        "setup": setup,
+        "peak": max(0, peak),
+        "full": preset.epochs,
+        "sys": system / total if device.type == "cpu" and total > 0 else None,
+    }
 
 
 def main() -> None:
@@ -131,7 +149,7 @@ def main() -> None:
     print(f"device {name}, torch threads {args.threads}, {args.epochs} and {2 * args.epochs} "
           f"epochs, {clock}")
     header = (f"{'case':<18}{'M':>5}{'setup s':>9}{'ms/epoch':>10}{'runs/h':>10}"
-              f"{'speedup':>9}{'peak MiB':>10}")
+              f"{'speedup':>9}{'peak MiB':>10}{'sys %':>7}")
     print(header)
     print("-" * len(header))
     for case in args.cases.split(","):
@@ -160,8 +178,9 @@ def main() -> None:
             if size == 1:
                 single_rate = rate
             speedup = f"{rate / single_rate:.2f}x" if single_rate else "-"
+            system = "-" if row["sys"] is None else f"{100 * row['sys']:.0f}"
             print(f"{case:<18}{size:>5}{row['setup']:>9.2f}{1000 * row['epoch']:>10.2f}"
-                  f"{rate:>10.0f}{speedup:>9}{row['peak'] / 2**20:>10.0f}", flush=True)
+                  f"{rate:>10.0f}{speedup:>9}{row['peak'] / 2**20:>10.0f}{system:>7}", flush=True)
 
 
 if __name__ == "__main__":
