@@ -185,6 +185,28 @@ def cpu_pack_limit(spec: RunSpec, paths: DataPaths) -> int:
     return max(1, CPU_PACK_BYTES // (data.num_nodes * hidden * 4))
 
 
+def _warn_slow_cpu_packs(packs: list[list[RunSpec]], paths: DataPaths) -> None:
+    """`--pack N` on a CPU: say once per group when its packs exceed `cpu_pack_limit`
+    (slower than single runs there; a user asked for them, so they still train packed)."""
+    warned: set[object] = set()
+    for members in packs:
+        first = members[0]
+        shape = (first.dataset, first.model, first.params)
+        if len(members) < 2 or shape in warned:
+            continue
+        warned.add(shape)
+        try:
+            limit = cpu_pack_limit(first, paths)
+        except DatasetUnavailableError:
+            continue  # reported when its runs train
+        if len(members) > limit:
+            log.warning(
+                "%s/%s: packs of %d runs are slower than single runs on a CPU (their activations "
+                "leave the cache above %d); --pack auto packs only where it pays",
+                first.dataset, first.model, len(members), limit,
+            )  # fmt: skip
+
+
 def _available_ram() -> int:
     try:
         with open("/proc/meminfo", encoding="utf-8") as handle:
@@ -332,6 +354,9 @@ def execute_specs(
             sizes[shape] = auto_pack_size(spec, paths, device)
         return sizes[shape]
 
+    planned = plan_packs(todo, pack, size_for)
+    if isinstance(pack, int) and device.type == "cpu":
+        _warn_slow_cpu_packs(planned, paths)
     unavailable: dict[str, str] = {}
     bar = tqdm(total=len(todo), unit="run", disable=None if progress else True)
 
@@ -343,7 +368,7 @@ def execute_specs(
         logging_redirect_tqdm() if progress else contextlib.nullcontext(),
         bar,
         contextlib.closing(_claimed_packs(
-            plan_packs(todo, pack, size_for), lambda rest: plan_packs(rest, pack, size_for),
+            planned, lambda rest: plan_packs(rest, pack, size_for),
             claims, store, set(retrain), settle,
         )) as packs,
     ):

@@ -140,6 +140,31 @@ def test_auto_pack_size_is_per_model_and_params(monkeypatch, tmp_path: Path, off
                                     ("gcn", 16, 3), ("gcn", 16, 1)])
 
 
+def test_explicit_cpu_packs_above_the_cpu_limit_warn(monkeypatch, tmp_path: Path, offline_paths,
+                                                     caplog):
+    import hamgraph.train.packed
+
+    def fake_pack(specs, info, paths, device, *, on_result=None, on_epochs=None, **_):
+        for spec in specs:
+            on_result(_result(spec))
+        return []
+
+    monkeypatch.setattr(hamgraph.train.packed, "train_node_pack", fake_pack)
+    wide = specs_for(CSBM, "gcn", None, overrides={"epochs": 3, "hidden": 4096}, runs=4)
+    narrow = _cell_specs(runs=4)
+    assert runner.cpu_pack_limit(wide[0], offline_paths) == 1  # 200 x 4096 floats > 2 MiB
+    store = ResultStore(tmp_path / "out")
+    store.prepare()
+    with caplog.at_level("WARNING", logger="hamgraph.runner"):
+        outcomes = runner.execute_specs([*narrow, *wide], store, offline_paths,
+                                        torch.device("cpu"), pack=2)
+    assert [o.kind for o in outcomes] == ["ok"] * 8  # still trained as asked, in packs
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{CSBM}/gcn: packs of 2 runs are slower than single runs on a CPU "
+                        "(their activations leave the cache above 1); --pack auto packs only "
+                        "where it pays"]
+
+
 def test_an_error_that_is_not_memory_is_not_retried(monkeypatch, tmp_path: Path, offline_paths):
     import hamgraph.train.packed
 
