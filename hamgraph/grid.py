@@ -29,7 +29,7 @@ from hamgraph.config import GridConfig, OptimizerEntry, load_config
 from hamgraph.data.paths import data_paths_from_env
 from hamgraph.data.registry import DatasetInfo, resolve_dataset
 from hamgraph.errors import UserInputError
-from hamgraph.optim.factory import check_base_options
+from hamgraph.optim.factory import check_base_options, check_ham_base
 from hamgraph.runner import PackSize, RunOutcome, execute_specs, stale_keys
 from hamgraph.scaleout import Shard
 from hamgraph.specs import (
@@ -130,6 +130,8 @@ def specs_for(
         raise UserInputError(f"runs must be >= 1, got {count}")
     base = PROTOCOL_BASE[type(params).__name__] if base is None else base
     check_base_options(base, base_options or {})
+    if ham is not None:
+        check_ham_base(base)
     optimizer = OptimizerSpec(base, normalize_options(base_options or {}), ham)
     return [
         RunSpec(

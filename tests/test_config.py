@@ -207,6 +207,12 @@ BAD = {
         "grid: {dataset: [cora], model: [gcn], optimizer: [{sgd: {momentun: 0.9}}]}\n",
         "grid.optimizer[0].base: unknown option 'momentun' of SGD",
     ),
+    "ham-on-a-base-with-its-own-alpha": (
+        "grid: {dataset: [cora], model: [gcn], optimizer: [{ham: {alpha: 1, beta: 0, "
+        "base: torch.optim.RMSprop}}]}\n",
+        "grid.optimizer[0].ham.base: HAM cannot run on RMSprop: its own 'alpha' would clash "
+        "with HAM's",
+    ),
     "wrong-type": ("runs: two\n" + GOOD_GRID, "runs: input should be a valid integer, got 'two'"),
     "wrong-type-nested": (
         "grid: {dataset: [cora], model: [gcn], optimizer: [{ham: {alpha: big, beta: 0}}]}\n",

@@ -83,3 +83,21 @@ def test_resolve_metric():
     assert resolve_metric("accuracy") is accuracy
     with pytest.raises(UnknownNameError, match="valid names: accuracy, rocauc, ap"):
         resolve_metric("mrr")
+
+
+def test_a_nan_score_gives_no_auc_in_both_versions():
+    """A NaN score (a run going bad) must not yield an AUC; padded rows used to rank NaN above
+    the +inf padding and return values above 1."""
+    from hamgraph.train.metrics import rocauc_rows
+
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    scores = torch.tensor([0.1, 0.9, 0.3, float("nan"), 0.7])
+    assert np.isnan(rocauc(scores, labels).item())
+    rows = torch.stack([scores, torch.tensor([0.1, 0.9, 0.3, 0.8, 0.7])])
+    valid = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    out = rocauc_rows(rows, labels.expand(2, 5), valid)
+    assert np.isnan(out[0].item())
+    assert out[1].item() == rocauc(rows[1, :4], labels[:4]).item()
+    # a NaN outside a row's valid entries does not matter
+    rows[1, 4] = float("nan")
+    assert rocauc_rows(rows, labels.expand(2, 5), valid)[1].item() == out[1].item()

@@ -185,3 +185,27 @@ def test_base_options_are_checked():
         check_base_options("sgd", {"momentun": 0.9})
     with pytest.raises(UserInputError, match="'lr' is a protocol hyperparameter"):
         check_base_options("adam", {"lr": 0.1})
+
+
+def test_a_base_option_named_like_a_ham_argument_reaches_the_base():
+    """Adam's `fused` option under HAM: HAM's own `fused` (its kernel) is a different flag."""
+    model = TinyGNN()
+    spec = OptimizerSpec("adam", (("fused", True),), HamSettings(200.0, 0.1))
+    opt = build_optimizer(model, spec, lr=0.01, weight_decay=0.0)
+    assert isinstance(opt, HAM) and opt.base.defaults["fused"] is True
+    assert opt._fused is None  # HAM's kernel choice untouched
+    _one_step(opt, model)
+
+
+def test_ham_refuses_a_base_whose_groups_use_its_keys():
+    """RMSprop's `alpha` (smoothing constant) would be read as HAM's alpha: refused."""
+    from hamgraph.optim.factory import check_ham_base
+
+    with pytest.raises(ValueError, match=r"HAM cannot wrap RMSprop: .*\['alpha'\]"):
+        HAM(TinyGNN().parameters(), base=torch.optim.RMSprop, lr=0.01)
+    with pytest.raises(UserInputError, match="HAM cannot run on RMSprop"):
+        check_ham_base("torch.optim.RMSprop")
+    check_ham_base("torch.optim.RAdam")  # no clash
+    plain = build_optimizer(TinyGNN(), OptimizerSpec("torch.optim.RMSprop"), lr=0.01,
+                            weight_decay=0.0)  # without HAM RMSprop is fine
+    assert type(plain) is torch.optim.RMSprop

@@ -19,7 +19,7 @@ from hamgraph import runner
 from hamgraph.data import node as node_data
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.data.splits import random_split
-from hamgraph.errors import ConfigError
+from hamgraph.errors import ConfigError, UserInputError
 from hamgraph.specs import HamSettings, NodeParams, OptimizerSpec, RunSpec
 from hamgraph.train import node as node_trainer
 from hamgraph.train import packed as packed_trainer
@@ -243,6 +243,33 @@ def test_only_elementwise_base_optimizers_pack(offline_paths):
         train_node_pack(factored, resolve_dataset(CSBM), offline_paths, CPU)
     radam = [dataclasses.replace(s, optimizer=OptimizerSpec("torch.optim.RAdam")) for s in factored]
     assert [len(p) for p in runner.plan_packs(radam, "auto", lambda _: 8)] == [2]
+
+
+def test_float32_pack_ham_step_equals_the_single_step_bit_for_bit():
+    """Per-model alpha/beta enter as float64, like the single run's Python floats, so
+    -lr * alpha is rounded once to float32 in both (lr 0.01 x alpha 30 once differed by an ulp)."""
+    from hamgraph.optim import hyperbolic_step_
+    from hamgraph.train.packed import _HamStep
+
+    hams = [HamSettings(30.0, 0.1), None, HamSettings(-7.0, 0.013), HamSettings(200.0, 0.0)]
+    specs = [_spec(ham=ham, seed=m) for m, ham in enumerate(hams)]
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(len(specs), 64, 33, generator=gen)
+    weight.grad = torch.randn(weight.shape, generator=gen)
+    singles = [weight[m].clone() for m in range(len(specs))]
+    _HamStep(specs, [weight])(0.01, None)
+    for m, ham in enumerate(hams):
+        if ham is not None:
+            hyperbolic_step_([singles[m]], [weight.grad[m]], lr=0.01, alpha=ham.alpha,
+                             beta=ham.beta, clamp=ham.clamp)
+        assert torch.equal(weight[m].detach(), singles[m]), f"model {m}"
+
+
+def test_ham_on_rmsprop_cannot_pack(offline_paths):
+    rms = [dataclasses.replace(_spec(seed=s), optimizer=OptimizerSpec(
+        "torch.optim.RMSprop", ham=HamSettings(10.0, 0.1))) for s in (1, 2)]
+    with pytest.raises(UserInputError, match="HAM cannot run on RMSprop"):
+        train_node_pack(rms, resolve_dataset(CSBM), offline_paths, CPU)
 
 
 @pytest.mark.parametrize(

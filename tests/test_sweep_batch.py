@@ -92,6 +92,12 @@ def test_bad_base_optimizer_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{path}: base: unknown option 'momentun'" in err and len(err.splitlines()) == 1
+    rmsprop = grid_body("r").replace("runs: 1\n", "runs: 1\nbase: torch.optim.RMSprop\n")
+    path = write_sweep(tmp_path, rmsprop, "r")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{path}: base: HAM cannot run on RMSprop" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("pack", ["auto", 2])

@@ -13,10 +13,16 @@ from torch.optim.optimizer import _get_foreach_kernels_supported_devices
 
 from hamgraph.errors import UnknownNameError, UserInputError
 from hamgraph.optim.groups import ham_param_groups
-from hamgraph.optim.ham import HAM
+from hamgraph.optim.ham import HAM, HAM_GROUP_KEYS
 from hamgraph.specs import OptimizerSpec
 
-__all__ = ["BASE_OPTIMIZERS", "build_optimizer", "check_base_options", "resolve_base"]
+__all__ = [
+    "BASE_OPTIMIZERS",
+    "build_optimizer",
+    "check_base_options",
+    "check_ham_base",
+    "resolve_base",
+]
 
 # Short names. Adam: coupled weight decay (node protocol, REFERENCE §2); AdamW: decoupled
 # (graph protocol, §3). Any other torch.optim.Optimizer subclass is named by its dotted path.
@@ -72,6 +78,18 @@ def check_base_options(name: str, options: dict[str, Any]) -> None:
             )
 
 
+def check_ham_base(name: str) -> None:
+    """Raise UserInputError when HAM cannot run on this base optimizer: its param groups
+    already use one of HAM's keys for a setting of its own (RMSprop's `alpha`)."""
+    cls = resolve_base(name)
+    clash = sorted(set(inspect.signature(cls.__init__).parameters) & set(HAM_GROUP_KEYS))
+    if clash:
+        raise UserInputError(
+            f"HAM cannot run on {cls.__name__}: its own {', '.join(map(repr, clash))} "
+            f"would clash with HAM's; choose another base (adam, adamw, sgd, ...)"
+        )
+
+
 def build_optimizer(
     model: nn.Module,
     optimizer: OptimizerSpec,
@@ -115,5 +133,5 @@ def build_optimizer(
         mask_beta=ham.mask_beta,
         sign_source=ham.sign_source,
         fused=fused,
-        **kwargs,
+        base_options=kwargs,  # one dict: a base option may be named like HAM's own `fused`
     )

@@ -30,7 +30,7 @@ Known limits:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -39,11 +39,14 @@ from torch.optim import Optimizer
 
 from hamgraph.optim.functional import hyperbolic_step_
 
-__all__ = ["HAM", "SIGN_SOURCES"]
+__all__ = ["HAM", "HAM_GROUP_KEYS", "SIGN_SOURCES"]
 
 SIGN_SOURCES = ("current", "previous")
 
-# The keys HAM adds to every param group, next to the base optimizer's own.
+# The keys HAM adds to every param group, next to the base optimizer's own. A base optimizer
+# whose groups already use one of them (RMSprop's `alpha`, its smoothing constant) cannot
+# carry HAM: one dict key cannot hold both settings.
+HAM_GROUP_KEYS = ("alpha", "beta", "clamp", "mask_beta", "ham", "sign_source")
 
 
 class HAM(Optimizer):
@@ -64,7 +67,14 @@ class HAM(Optimizer):
         fused: the hyperbolic-step kernel: True = compiled with torch.compile, False = foreach,
             None = compiled on CUDA and foreach elsewhere (see `functional.default_fused`).
             This is HAM's own flag; it is not passed to the base optimizer.
+        base_options: options for `base` given as one dict, e.g. `{"fused": True}` for a fused
+            Adam, whose name would otherwise collide with HAM's own argument.
         **base_kwargs: passed to `base` (lr, weight_decay, betas, foreach, ...).
+
+    Raises:
+        ValueError: a bad HAM setting, a base that is not an Optimizer (or is HAM), options the
+            base does not take, or a base whose param groups already use a key of
+            `HAM_GROUP_KEYS` (e.g. RMSprop).
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class HAM(Optimizer):
         mask_beta: bool = True,
         sign_source: str = "current",
         fused: bool | None = None,
+        base_options: Mapping[str, Any] | None = None,
         **base_kwargs: Any,
     ) -> None:
         if not (isinstance(base, type) and issubclass(base, Optimizer)):
@@ -94,12 +105,22 @@ class HAM(Optimizer):
             "sign_source": sign_source,
         }
         _validate_ham_options(ham_defaults, where="HAM()")
+        both = sorted(set(base_options or {}) & set(base_kwargs))
+        if both:
+            raise ValueError(f"base option(s) {both} given both in base_options and as keywords")
+        options = {**(base_options or {}), **base_kwargs}
         try:
-            self.base = base(params, **base_kwargs)
+            self.base = base(params, **options)
         except TypeError as exc:
             raise ValueError(
-                f"cannot build the base optimizer {base.__name__} with {base_kwargs!r}: {exc}"
+                f"cannot build the base optimizer {base.__name__} with {options!r}: {exc}"
             ) from exc
+        clash = sorted(set(self.base.defaults) & set(HAM_GROUP_KEYS))
+        if clash:
+            raise ValueError(
+                f"HAM cannot wrap {base.__name__}: its param groups already use {clash} for "
+                "settings of its own, which HAM's would overwrite"
+            )
         self._fused = fused
         self._ham_defaults = ham_defaults
         # Optimizer.__init__ calls add_param_group for each of the base's group dicts, which

@@ -94,7 +94,7 @@ def _check_names(sweep: Sweep, path: Path) -> None:
     from hamgraph.data.registry import resolve_dataset
     from hamgraph.grid import OverrideError
     from hamgraph.models import resolve_model
-    from hamgraph.optim.factory import check_base_options
+    from hamgraph.optim.factory import check_base_options, check_ham_base
 
     tasks: dict[str, str] = {}
     for i, name in enumerate(sweep.datasets):
@@ -111,6 +111,7 @@ def _check_names(sweep: Sweep, path: Path) -> None:
     if sweep.base is not None:
         try:
             check_base_options(sweep.base.name, dict(sweep.base.options))
+            check_ham_base(sweep.base.name)  # every sweep trains HAM on its base
         except UserInputError as exc:
             raise ConfigError(f"{path}: base: {exc}") from None
     for dataset, model in sweep.targets():

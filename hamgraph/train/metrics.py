@@ -58,13 +58,15 @@ def _average_ranks(values: Tensor) -> Tensor:
 
 
 def _binary_rocauc(scores: Tensor, labels: Tensor) -> Tensor:
-    """Mann-Whitney U / (n_pos * n_neg) with average ranks for ties; NaN without both classes."""
+    """Mann-Whitney U / (n_pos * n_neg) with average ranks for ties; NaN without both classes
+    or with a non-finite score."""
     positive = labels > 0.5
     n_pos = positive.sum().double()
     n_neg = positive.numel() - n_pos
     ranks = _average_ranks(scores.double())
     u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+    auc = u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+    return torch.where(torch.isfinite(scores).all(), auc, torch.nan)  # a NaN score: no AUC
 
 
 def _binary_ap(scores: Tensor, labels: Tensor) -> Tensor:
@@ -152,7 +154,7 @@ def rocauc_rows(scores: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
     """Binary `rocauc` of each row over its valid entries -> [M] float64.
 
     Padding entries get the score +inf, so they rank above every real entry and leave the
-    ranks of the real ones as in the row alone.
+    ranks of the real ones as in the row alone. A row with a non-finite valid score is NaN.
     """
     scores = scores.double()
     scores = torch.where(valid, scores, torch.full_like(scores, math.inf))
@@ -161,7 +163,9 @@ def rocauc_rows(scores: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
     n_neg = valid.sum(dim=1).double() - n_pos
     ranks = _average_ranks_rows(scores)
     u = torch.where(positive, ranks, torch.zeros_like(ranks)).sum(dim=1) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+    auc = u / (n_pos * n_neg)  # 0/0 -> NaN when one class is missing
+    broken = (valid & ~torch.isfinite(scores)).any(dim=1)  # as `rocauc`: a NaN score, no AUC
+    return torch.where(broken, torch.nan, auc)
 
 
 ROW_METRICS: dict[str, RowMetricFn] = {"accuracy": accuracy_rows, "rocauc": rocauc_rows}

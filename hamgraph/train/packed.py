@@ -49,7 +49,7 @@ from hamgraph.data.registry import DatasetInfo
 from hamgraph.errors import ConfigError
 from hamgraph.models.packed import PackedGNN
 from hamgraph.optim import build_optimizer, hyperbolic_step_
-from hamgraph.optim.factory import resolve_base
+from hamgraph.optim.factory import check_ham_base, resolve_base
 from hamgraph.specs import EpochStats, HamSettings, OptimizerSpec, RunResult, RunSpec
 from hamgraph.train.common import (
     HISTORY_COLUMNS,
@@ -205,8 +205,10 @@ class _HamStep:
         self.alpha, self.beta, self.use_previous = [], [], []
         for p in self.params:
             shape = (size,) + (1,) * (p.dim() - 1)
-            self.alpha.append(per_model(alpha, p.dtype).view(shape))
-            self.beta.append(per_model(beta, p.dtype).view(shape))
+            # float64, as the single run's Python floats: -lr * alpha is formed in float64 and
+            # rounded once to the weight's dtype, exactly as there (float32 packs included)
+            self.alpha.append(per_model(alpha, torch.float64).view(shape))
+            self.beta.append(per_model(beta, torch.float64).view(shape))
             self.use_previous.append(per_model(previous, torch.bool).view(shape))
 
     def signs_before(self) -> list[Tensor] | None:
@@ -254,6 +256,8 @@ def _check_pack(specs: Sequence[RunSpec], info: DatasetInfo) -> None:
         )
     for spec in specs:
         check_node_spec(spec, info)
+        if spec.ham is not None:
+            check_ham_base(spec.optimizer.base)
         if spec.dataset != info.name:
             raise ConfigError(f"run {spec.key()} is not on dataset {info.name!r}")
 
