@@ -265,6 +265,11 @@ def _train_pack(
         trackers[result.spec.key()].finish(result)
         stored(result)
 
+    def abandon_unfinished(done: set[str]) -> None:
+        for spec in pack:
+            if spec.key() not in done:
+                trackers[spec.key()].abandon()
+
     if len(pack) == 1:  # today's single-run trainers
         spec = pack[0]
         try:
@@ -272,6 +277,9 @@ def _train_pack(
                 spec, paths, device, checkpoint_dir=store.checkpoint_dir(spec),
                 on_epochs=trackers[spec.key()].log_epochs,
             )
+        except BaseException:
+            abandon_unfinished(set())
+            raise
         finally:  # a run that raised keeps a non-empty checkpoint dir (graph runs resume)
             store.discard_empty_checkpoint_dir(spec.key())
         keep(result)
@@ -290,18 +298,22 @@ def _train_pack(
 
     try:
         train_node_pack(pack, info, paths, device, on_result=keep_once, on_epochs=log_epochs)
-    except Exception as exc:
-        if not _is_out_of_memory(exc) or len(pack) == 1:
+        return
+    except BaseException as exc:
+        abandon_unfinished(done)
+        if not _is_out_of_memory(exc):
             raise
-        rest = [spec for spec in pack if spec.key() not in done]
-        half = (len(rest) + 1) // 2
-        log.warning("out of memory with %d runs in a pack; retrying as %d + %d",
-                    len(rest), half, len(rest) - half)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        for part in (rest[:half], rest[half:]):
-            if part:
-                _train_pack(part, paths, device, store, stored, tracking)
+    # Retried only here, after the except block: its traceback held the failed pack's frames
+    # (model, optimizer state, activations), which would stay allocated during the retries.
+    rest = [spec for spec in pack if spec.key() not in done]
+    half = (len(rest) + 1) // 2
+    log.warning("out of memory with %d runs in a pack; retrying as %d + %d",
+                len(rest), half, len(rest) - half)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    for part in (rest[:half], rest[half:]):
+        if part:
+            _train_pack(part, paths, device, store, stored, tracking)
 
 
 def execute_specs(

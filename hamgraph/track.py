@@ -106,6 +106,9 @@ class RunTracker(Protocol):
     def finish(self, result: RunResult) -> None:
         """Log the final summary (status, val, test, best epoch) and close. Idempotent."""
 
+    def abandon(self) -> None:
+        """Close without a result: the attempt raised (the run is retried or reported)."""
+
 
 class _NullRun:
     """The tracker of a command without --track: does nothing."""
@@ -114,6 +117,9 @@ class _NullRun:
         pass
 
     def finish(self, result: RunResult) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
 
@@ -247,6 +253,11 @@ class _GuardedRun:
 
     def finish(self, result: RunResult) -> None:
         self._call("finish", result)
+        self.trackers.clear()
+
+    def abandon(self) -> None:
+        for tracker in self.trackers.values():
+            _close_quietly(tracker)
         self.trackers.clear()
 
 

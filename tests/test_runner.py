@@ -165,6 +165,42 @@ def test_explicit_cpu_packs_above_the_cpu_limit_warn(monkeypatch, tmp_path: Path
                         "where it pays"]
 
 
+def test_out_of_memory_retry_frees_the_failed_pack_first(monkeypatch, tmp_path: Path,
+                                                         offline_paths):
+    """The halves train after the failed pack's frames (model, activations) are released;
+    retrying inside the except block kept them alive through the traceback."""
+    import gc
+    import weakref
+
+    import hamgraph.train
+    import hamgraph.train.packed
+
+    class Activations:  # stands for the failed pack's tensors
+        pass
+
+    refs: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def fake_pack(specs, info, paths, device, *, on_result=None, on_epochs=None, **_):
+        if len(specs) == 4:
+            held = Activations()  # a local of the failing frame
+            refs.append(weakref.ref(held))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        gc.collect()
+        alive_at_retry.append(refs[0]() is not None)
+        for spec in specs:
+            on_result(_result(spec))
+        return []
+
+    monkeypatch.setattr(hamgraph.train.packed, "train_node_pack", fake_pack)
+    store = ResultStore(tmp_path / "out")
+    store.prepare()
+    outcomes = runner.execute_specs(_cell_specs(runs=4), store, offline_paths,
+                                    torch.device("cpu"), pack=4)
+    assert [o.kind for o in outcomes] == ["ok"] * 4
+    assert alive_at_retry == [False, False]
+
+
 def test_an_error_that_is_not_memory_is_not_retried(monkeypatch, tmp_path: Path, offline_paths):
     import hamgraph.train.packed
 

@@ -428,3 +428,14 @@ def test_wandb_disabled_mode_writes_nothing(
     tracker.log_epochs(make_rows())
     tracker.finish(make_result(make_rows()))
     assert not list(wandb_env.rglob("*.wandb"))
+
+
+def test_an_abandoned_run_closes_its_trackers(tmp_path: Path):
+    """A run whose attempt raised (an out-of-memory pack is retried in halves) closes its
+    trackers instead of leaving writers open until exit."""
+    pytest.importorskip("torch.utils.tensorboard")
+    run = Tracking(["tensorboard"], tmp_path).start_run(make_spec(None, 0))
+    writer = run.trackers["tensorboard"].writer
+    run.abandon()
+    assert run.trackers == {}
+    assert writer.all_writers is None  # SummaryWriter.close() ran
