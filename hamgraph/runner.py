@@ -363,7 +363,12 @@ def execute_specs(
     def size_for(spec: RunSpec) -> int:  # the footprint depends on dataset, model and params
         shape = (spec.dataset, spec.model, spec.params)
         if shape not in sizes:
-            sizes[shape] = auto_pack_size(spec, paths, device)
+            try:
+                sizes[shape] = auto_pack_size(spec, paths, device)
+            except Exception as exc:  # e.g. the dataset is unavailable: its runs train (and
+                # fail, reported per run) one at a time instead of aborting the whole command
+                log.debug("pack size for %s: %s: %s", spec.dataset, type(exc).__name__, exc)
+                sizes[shape] = 1
         return sizes[shape]
 
     planned = plan_packs(todo, pack, size_for)

@@ -201,6 +201,17 @@ def test_out_of_memory_retry_frees_the_failed_pack_first(monkeypatch, tmp_path: 
     assert alive_at_retry == [False, False]
 
 
+def test_an_unavailable_dataset_does_not_stop_auto_packing(tmp_path: Path, offline_paths):
+    """Sizing the packs of a dataset that cannot be loaded used to raise out of the planner and
+    end the command before any run trained; now its runs are reported, the others train."""
+    cora = specs_for("cora", "gcn", None, overrides={"epochs": 2}, runs=2)  # no mirror here
+    store = ResultStore(tmp_path / "out")
+    store.prepare()
+    outcomes = runner.execute_specs([*cora, *_cell_specs(runs=2)], store, offline_paths,
+                                    torch.device("cpu"), pack="auto", progress=False)
+    assert [o.kind for o in outcomes] == ["unavailable", "unavailable", "ok", "ok"]
+
+
 def test_an_error_that_is_not_memory_is_not_retried(monkeypatch, tmp_path: Path, offline_paths):
     import hamgraph.train.packed
 
