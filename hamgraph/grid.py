@@ -329,6 +329,11 @@ def run_grid(
             "use a new --out instead"
         )
 
+    # trackers are checked (names, packages installed) before anything is written or moved
+    tracking = Tracking(
+        parse_trackers([*config.track, *track]), log_dir=out_dir, group=config.run_name
+    )
+
     if fresh and out_dir.exists():
         moved = _move_aside(out_dir)
         log.info("--fresh: moved the old results to %s", moved)
@@ -350,9 +355,6 @@ def run_grid(
             "%d finished runs came from another hamgraph version (kept; --rerun-stale "
             "retrains them)", len(stale)
         )
-    tracking = Tracking(
-        parse_trackers([*config.track, *track]), log_dir=out_dir, group=config.run_name
-    )
     retrain = stale if rerun_stale else []
     if len(slots) == 1:
         outcomes = execute_specs(

@@ -281,6 +281,24 @@ def test_missing_file_and_bad_device_write_nothing(
     assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
 
 
+def test_bad_tracker_writes_nothing_and_moves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt --track is refused before the result dir is created or, with --fresh, moved."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "runs: 1\n" + GOOD_GRID)
+    code, err = _run_cli(["run", "x.yaml", "--out", "out", "--track", "tensorbord"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'tensorbord'" in err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "runs.csv").write_text("kept\n")
+    code, err = _run_cli(
+        ["run", "x.yaml", "--out", "old", "--fresh", "--track", "tensorbord"], capsys
+    )
+    assert code == 2 and (tmp_path / "old" / "runs.csv").read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "x.yaml"]
+
+
 def test_yaml_floats_in_exponent_notation(tmp_path: Path) -> None:
     text = "overrides: {weight_decay: 5e-4, lr: 1E-2}\n" + GOOD_GRID
     config = load_config(write(tmp_path, text))
