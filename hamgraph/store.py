@@ -316,7 +316,8 @@ class ResultStore:
     def sync(self, new: dict[str, dict[str, str]] | None = None) -> None:
         """Make runs.csv list exactly the recorded runs (under the lock; rewrites only on change).
 
-        `new`: rows of just-added results (replace their old rows, or are appended).
+        `new`: rows of just-added results (replace their old rows, or are appended). Without
+        `new` every row whose record is newer than runs.csv is rebuilt from its record.
         """
         new = new or {}
         if not self.records_dir.is_dir():
@@ -331,6 +332,15 @@ class ResultStore:
                 for row in reader:
                     if row.get("key") in recorded and None not in row and None not in row.values():
                         rows[row["key"]] = row
+            if not new and rows:  # a full check (start, report): records replaced after the
+                # last rewrite (a process died between the record and runs.csv) are re-read
+                written = self.runs_csv.stat().st_mtime_ns
+                for key in list(rows):
+                    try:
+                        if self.record_path(key).stat().st_mtime_ns > written:
+                            del rows[key]
+                    except FileNotFoundError:
+                        del rows[key]
             for key, row in new.items():
                 if key in recorded:
                     rows[key] = row

@@ -143,6 +143,27 @@ def test_adding_a_key_again_replaces_its_row(tmp_path: Path) -> None:
     assert len(frame) == 2 and frame.iloc[0]["test"] == 0.99
 
 
+def test_a_record_replaced_without_its_row_is_repaired(tmp_path: Path, monkeypatch) -> None:
+    """A process that dies between writing a replaced record and rewriting runs.csv left the
+    old row for good (resume and --rerun-stale read runs.csv); the next start re-reads it."""
+    store = ResultStore(tmp_path)
+    store.add(make_result(0))
+    store.add(make_result(1))
+    again = make_result(0)
+    again.test = 0.99
+    monkeypatch.setattr(ResultStore, "sync", lambda self, new=None: None)  # "killed" here
+    store.add(again)
+    monkeypatch.undo()
+    record = store.record_path(again.spec.key())
+    later = store.runs_csv.stat().st_mtime_ns + 10**9
+    os.utime(record, ns=(later, later))
+    assert 0.99 not in set(pd.read_csv(store.runs_csv)["test"])
+    ResultStore(tmp_path).prepare()
+    frame = pd.read_csv(store.runs_csv)
+    assert dict(zip(frame["run"], frame["test"], strict=True)) == {0: 0.99,
+                                                                 1: make_result(1).test}
+
+
 def _add_many(root: str, worker: int, count: int) -> None:
     """Adds results; exits 3 if a row it added ever goes missing from runs.csv."""
     store = ResultStore(root)
