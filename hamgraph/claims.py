@@ -12,12 +12,17 @@ record, once written, is final: no run is trained twice to completion.
 Claims are per run, not per pack, so processes that pack differently (auto pack sizes from
 free memory differ between devices) still never overlap; a pack trains the members it got.
 
-A claim whose owner died is taken over: its owner is on this host and its pid is gone, or its
+A claim whose owner died is taken over: its owner is on this host and its pid is gone (or now
+names another process: the claim records the owner's start time from /proc, so a pid reused
+after a restart, even this process's own, does not keep a dead owner's claim), or its
 heartbeat (the file's mtime, touched every HEARTBEAT_SECONDS while held) is older than the
 grace period (owners on other hosts: a killed Slurm node). Taking over creates generation g+1
 of the claim with O_EXCL, so when several processes find the same dead claim exactly one
-wins; the winner deletes the older generations. A claim file that cannot be parsed (its owner
-died between creating and writing it) is judged by its mtime alone.
+wins; the winner deletes the older generations. Whoever creates a generation lists the claims
+again and backs off (deletes its file) if a newer one exists: it worked from a listing made
+before a takeover (e.g. created generation 0 after the dead owner's generation 0 was taken
+over as 1 and deleted). A claim file that cannot be parsed (its owner died between creating
+and writing it) is judged by its mtime alone.
 
 Known limits: a live owner whose heartbeat thread cannot run for the grace period (or whose
 clock differs from the other hosts' by more than it) looks dead and its runs may be trained
@@ -55,9 +60,25 @@ class Owner:
     host: str
     pid: int
     started: str  # ISO time the claim was made
+    start: str = ""  # the owner's process start time (process_start); "" in old claim files
 
     def label(self) -> str:
         return f"{self.host} pid {self.pid}"
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); "" where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(pid: int, start: str) -> bool:
+    """Whether process `pid` of this host lives and, if `start` is known, is the one that started
+    then (not a later process that got the same pid)."""
+    return pid_alive(pid) and (not start or process_start(pid) in ("", start))
 
 
 def _parse_name(name: str) -> tuple[str, int] | None:
@@ -111,22 +132,31 @@ class Claims:
         """The owner written in a claim file; None if missing or unreadable (half-written)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return Owner(str(data["host"]), int(data["pid"]), str(data.get("started", "")))
+            return Owner(str(data["host"]), int(data["pid"]), str(data.get("started", "")),
+                         str(data.get("start", "")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def _holds(self, path: Path) -> bool:
+        with self._lock:
+            return path in self._held.values()
+
     def is_stale(self, path: Path) -> bool:
-        """Whether the claim's owner is gone: a dead pid on this host, or no heartbeat."""
+        """Whether the claim's owner is gone: a dead (or reused) pid on this host, or no heartbeat.
+
+        Only the claims this object holds are ours; a claim naming this process's pid that we
+        do not hold (left by a dead process whose pid we got) is judged like any other.
+        """
+        if self._holds(path):
+            return False
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
             return True  # released meanwhile
         owner = self.owner(path)
-        if owner is not None and owner.host == host_tag():
-            if owner.pid == os.getpid():
-                return False  # ours
-            if not pid_alive(owner.pid):
-                return True
+        if (owner is not None and owner.host == host_tag()
+                and not owner_alive(owner.pid, owner.start)):
+            return True
         return age > self.grace
 
     def busy(self, keys: Iterable[str]) -> dict[str, Owner | None]:
@@ -163,6 +193,7 @@ class Claims:
             "host": host_tag(),
             "pid": os.getpid(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "start": process_start(os.getpid()),
             "key": key,
         }
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -179,22 +210,29 @@ class Claims:
         self.dir.mkdir(parents=True, exist_ok=True)
         current = self._current().get(key)
         if current is None:
-            path = self._create(key, 0)
+            mine = 0
         else:
             gen, old = current
             if not self.is_stale(old):
                 return False
-            path = self._create(key, gen + 1)
-            if path is not None:
-                owner = self.owner(old)
-                log.info("took over the claim of %s from %s (its owner is gone)", key,
-                         owner.label() if owner else "an unknown process")
-                for name in os.listdir(self.dir):  # the older generations
-                    parsed = _parse_name(name)
-                    if parsed is not None and parsed[0] == key and parsed[1] <= gen:
-                        (self.dir / name).unlink(missing_ok=True)
+            mine = gen + 1
+        path = self._create(key, mine)
         if path is None:
             return False
+        newest = self._current().get(key)
+        if newest is not None and newest[0] > mine:
+            # We listed before another process took a newer generation (e.g. our generation 0
+            # from an old listing, after a takeover deleted the dead generation 0): it holds it.
+            path.unlink(missing_ok=True)
+            return False
+        if current is not None:
+            owner = self.owner(current[1])
+            log.info("took over the claim of %s from %s (its owner is gone)", key,
+                     owner.label() if owner else "an unknown process")
+            for name in os.listdir(self.dir):  # the older generations
+                parsed = _parse_name(name)
+                if parsed is not None and parsed[0] == key and parsed[1] < mine:
+                    (self.dir / name).unlink(missing_ok=True)
         with self._lock:
             self._held[key] = path
         self._start_heartbeat()

@@ -318,15 +318,20 @@ def execute_on_workers(
 ) -> list[RunOutcome]:
     """`execute_specs` with one worker process per entry of `devices`: one outcome per spec.
 
-    Outcomes come from the store once every worker is done: a spec without a record is an
-    "error" outcome that names the workers that failed (their logs say why; a rerun trains it).
+    Outcomes come from the store once every worker is done. A spec without a record that a
+    live process outside this command holds (hamgraph.claims) is "busy", as in a single
+    process; any other is an "error" outcome that names the workers that failed (their logs
+    say why; a rerun trains it).
     """
+    from hamgraph.claims import Claims
+
     before = store.finished_keys()
     errors = run_workers(specs, store.root, devices, pack=pack, retrain=retrain, track=track,
                          group=group)
     for line in errors:
         log.error("%s", line)
     finished = store.finished_keys()
+    busy = Claims(store.root).busy([spec.key() for spec in specs if spec.key() not in finished])
     why = "; ".join(errors) if errors else "a worker could not train it"
     outcomes = []
     for spec in specs:
@@ -334,6 +339,11 @@ def execute_on_workers(
         if key in finished:
             trained = key not in before or key in retrain
             outcomes.append(outcome_of(store.load(key), trained=trained))
+        elif key in busy:
+            owner = busy[key]
+            who = owner.label() if owner is not None else "another process"
+            outcomes.append(RunOutcome(spec, "busy", None,
+                                       f"being trained by {who}; rerun for its result"))
         else:
             outcomes.append(RunOutcome(
                 spec, "error", None,

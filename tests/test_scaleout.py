@@ -322,6 +322,43 @@ def test_kill_9_of_a_worker_then_rerun(tmp_path: Path) -> None:
     assert _worker_log_lines(out) == N_SPECS  # no run completed twice across both commands
 
 
+TWO_RUNS = """\
+name: two
+runs: 2
+epochs: 3
+overrides: {hidden: 8}
+grid:
+  dataset: [csbm-h0.8-n200]
+  model: [gcn]
+  optimizer: [adam]
+"""
+
+
+def test_workers_report_a_run_held_by_another_process_as_busy(tmp_path: Path) -> None:
+    """As a single process does: "being trained by <host> pid <n>", not "a worker could not"."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(TWO_RUNS)
+    specs = _specs(grid)
+    assert len(specs) == 2
+    out = tmp_path / "out"
+    held = specs[0].key()
+    owner = subprocess.Popen(["sleep", "300"])  # a live process of this host holds one run
+    try:
+        _write_claim(Claims(out), held, 0, host_tag(), owner.pid)
+        process = _hamgraph("run", str(grid), "--out", str(out), "--device", "cpu", "--pack",
+                            "off", "--workers", "2")
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert f"{held}: being trained by {host_tag()} pid {owner.pid}; rerun for its result" in stderr
+    assert "could not train it" not in stderr
+    assert ResultStore(out).finished_keys() == {specs[1].key()}
+    assert [p.name for p in (out / "claims").iterdir()] == [f"{held}.0.json"]  # still its
+
+
 # --- the Slurm array script ----------------------------------------------------------------------
 
 
