@@ -5,6 +5,7 @@ Nothing is printed here: `run_sweep` returns a `SweepOutcome`, the CLI prints `f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -45,6 +46,27 @@ class SweepOutcome:
     @property
     def finished(self) -> bool:
         return not self.unfinished
+
+
+def check_storage_url(url: str) -> None:
+    """Raise UserInputError for an RDB URL that SQLAlchemy cannot parse, whose database it does
+    not know, or whose driver is not installed; connects to nothing (`journal:` always passes)."""
+    if url.startswith("journal:"):
+        return
+    import sqlalchemy
+
+    try:
+        sqlalchemy.engine.make_url(url).get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise UserInputError(
+            f"--storage {redact(url)}: missing database driver: {exc}"
+        ) from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(
+            f"--storage {redact(url)}: not a database URL Optuna can open ({first}); expected "
+            "sqlite:///f.db, postgresql://..., mysql+pymysql://... or journal:PATH"
+        ) from None
 
 
 def prepare_studies(sweep: Sweep, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
@@ -152,10 +174,18 @@ def run_sweep(
     trackers = parse_trackers([*sweep.track, *track])
     out_dir = Path(out) if out is not None else RESULTS_ROOT / sweep.name
     url = storage_url(storage, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_storage_url(url)  # a bad --storage is bad input: nothing is written
     level = logging.getLogger("hamgraph").getEffectiveLevel()
     set_optuna_verbosity(level)
-    storage_obj = open_storage(url)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the storage: it may live in out_dir
+    try:
+        storage_obj = open_storage(url)
+    except HamgraphError:
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if still empty
+        raise
     studies = prepare_studies(sweep, storage_obj)
     store = ResultStore(out_dir)
     stale = _handle_stale(sweep, studies, store, device, pack, rerun_stale)

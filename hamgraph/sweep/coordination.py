@@ -1,12 +1,13 @@
 """Trial coordination between workers: owners, dead workers, heartbeats, no cell twice.
 
-Dead workers: every trial records its owner (host, pid, process start time). A RUNNING trial
-whose owner process is gone (same host) is failed and retried (a WAITING copy of its
-parameters) the next time any worker looks. Across hosts, RDB storages use Optuna's heartbeat
-(`heartbeat_interval`, `grace_period`, `RetryHeartbeatStaleTrialCallback`); the journal storage
-has no heartbeat in Optuna 5, so hamgraph writes its own heartbeat system attribute there (one
-thread per batch beats for every trial of the batch). A retried trial reuses the runs that
-already finished (the result store is keyed by RunSpec).
+Dead workers: every trial records its owner (host, pid, process start time), and while a batch
+trains, one thread per batch writes a heartbeat system attribute (unix time) on every trial of
+the batch, on every storage (journal, SQLite, PostgreSQL, ...). A RUNNING trial is failed and
+retried (a WAITING copy of its parameters) the next time any worker looks when its owner process
+is gone (same host), or when its last sign of life (heartbeat, else its start) is older than
+GRACE_SECONDS (any host). Optuna's own heartbeat is not used: Optuna 5 beats only inside
+`Study.optimize` (hamgraph asks and tells), and its stale-trial check skips trials that never
+beat. A retried trial reuses the runs that already finished (the result store is keyed by RunSpec).
 
 No cell completes twice. Known limit (like GridSampler's own, see its docstring): two workers
 can start the same cell. A trial first yields (PRUNED, user attribute `reason: duplicate of
@@ -37,8 +38,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hamgraph.atomic import pid_alive
-from hamgraph.sweep.spaces import CELL, quiet_experimental
-from hamgraph.sweep.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, is_journal
+from hamgraph.sweep.spaces import CELL
+from hamgraph.sweep.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ A_OPT, A_ALPHA, A_BETA = "optimizer", "alpha", "beta"  # user attrs, readable in
 A_OUTCOME = "outcome"  # user attr: complete | diverged | pruned | duplicate | stale | error
 A_REASON = "reason"  # user attr: why a trial failed / was pruned
 S_OWNER = "hamgraph:owner"  # system attr: {"trial", "host", "pid", "start"}
-S_HEARTBEAT = "hamgraph:heartbeat"  # system attr (journal storage): unix time of the last beat
+S_HEARTBEAT = "hamgraph:heartbeat"  # system attr (every storage): unix time of the last beat
 S_FINISHING = "hamgraph:finishing"  # system attr: passed the training, about to complete
 S_RETRY_OF = "hamgraph:retry_of"  # system attr: the trial number a WAITING retry replaces
 EVALUATED = ("complete", "diverged", "pruned")  # outcomes that count towards the trial budget
@@ -70,33 +71,34 @@ def _alive(pid: int, start: str) -> bool:
 
 
 def claim(trial: optuna.Trial) -> None:
-    """Record this process as the owner of `trial` (read by `recover_stale` of any worker)."""
+    """Record this process as the owner of `trial` (read by `recover_stale` of any worker), with
+    a first beat (the batch's Heartbeat thread starts once every trial of the batch is claimed)."""
     pid = os.getpid()
     owner = {"trial": trial.number, "host": socket.gethostname(), "pid": pid,
              "start": _process_start(pid)}
     trial.storage.set_trial_system_attr(trial._trial_id, S_OWNER, owner)
+    trial.storage.set_trial_system_attr(trial._trial_id, S_HEARTBEAT, time.time())
 
 
 def _is_stale(trial: FrozenTrial, now: float) -> bool:
+    # The last sign of life: the owner's last beat, else the start (a trial asked but never
+    # claimed, or claimed by an older hamgraph that did not beat on RDB storages).
+    last = trial.datetime_start.timestamp() if trial.datetime_start else now
     owner = trial.system_attrs.get(S_OWNER)
     if isinstance(owner, dict) and owner.get("trial") == trial.number:
         if owner.get("host") == socket.gethostname() and not _alive(
             int(owner["pid"]), str(owner.get("start", ""))
         ):
-            return True
+            return True  # its process on this host is gone
         beat = trial.system_attrs.get(S_HEARTBEAT)
-        return isinstance(beat, (int, float)) and now - beat > GRACE_SECONDS
-    # No owner yet: created but never claimed; only its age tells.
-    started = trial.datetime_start.timestamp() if trial.datetime_start else now
-    return now - started > GRACE_SECONDS
+        if isinstance(beat, (int, float)):
+            last = beat
+    return now - last > GRACE_SECONDS
 
 
 def recover_stale(study: optuna.Study) -> list[int]:
     """Fail RUNNING trials of dead workers and queue a retry of each. Returns their numbers."""
     storage = study._storage
-    if not is_journal(storage):
-        with quiet_experimental():
-            optuna.storages.fail_stale_trials(study)  # RDB heartbeat; retries via the callback
     now = time.time()
     failed: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -128,12 +130,12 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 class Heartbeat:
-    """Journal storage only (Optuna 5 has no journal heartbeat): a system attr beat per period
-    for every trial of a batch. A null object for RDB storages, where Optuna's own heartbeat
-    thread runs (per trial, started by `study.ask`)."""
+    """A thread that writes S_HEARTBEAT (unix time) on every trial of a batch, once at the start
+    and then every HEARTBEAT_SECONDS, on any storage (see the module docstring)."""
 
-    def __init__(self, trials: Sequence[optuna.Trial], enabled: bool) -> None:
-        self._trials, self._enabled = list(trials), enabled and bool(trials)
+    def __init__(self, trials: Sequence[optuna.Trial]) -> None:
+        self._trials = list(trials)
+        self._enabled = bool(self._trials)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

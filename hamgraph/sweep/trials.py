@@ -71,10 +71,6 @@ class StudyContext:
     def prune(self) -> bool:
         return not isinstance(self.study.pruner, optuna.pruners.NopPruner)
 
-    @property
-    def journal(self) -> bool:
-        return co.is_journal(self.study._storage)
-
 
 @dataclasses.dataclass
 class _Open:
@@ -152,7 +148,7 @@ def run_batch(ctx: StudyContext, trials: list[optuna.Trial]) -> None:
     """
     opens = [o for o in (_claim(ctx, t) for t in trials) if o is not None]
     errors: list[RunOutcome] = []
-    with co.Heartbeat([o.trial for o in opens], enabled=ctx.journal):
+    with co.Heartbeat([o.trial for o in opens]):
         stages = _stages(opens, ctx.prune)
         for number, stage in enumerate(stages):
             stage = [(o, s) for o, s in stage if not o.closed]
