@@ -6,8 +6,9 @@ multi-process case. SQLite is not the default because concurrent writers seriali
 database lock and time out with "database is locked" under load, and SQLite file locking is
 unreliable on network file systems; use `--storage postgresql://...` for several machines.
 `--storage` takes any Optuna RDB URL (`sqlite:///f.db`, `postgresql://...`,
-`mysql+pymysql://...`) or `journal:PATH`. RDB storages get Optuna's heartbeat and stale-trial
-retry (hamgraph.sweep.coordination covers the journal, which has no heartbeat in Optuna 5).
+`mysql+pymysql://...`) or `journal:PATH`. Dead workers are found the same way on every
+storage: hamgraph.sweep.coordination writes its own heartbeat on each running trial (Optuna's
+RDB heartbeat only runs inside `Study.optimize`, which hamgraph does not use).
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from typing import Any
 import optuna
 
 from hamgraph.errors import HamgraphError, UserInputError
-from hamgraph.sweep.spaces import quiet_experimental
 
 JOURNAL_FILE = "optuna-journal.log"  # default storage under the out dir
-HEARTBEAT_SECONDS = 60  # RDB heartbeat interval and journal heartbeat attribute period
+HEARTBEAT_SECONDS = 60  # how often a worker beats on its running trials (every storage)
 GRACE_SECONDS = 180  # a trial without a heartbeat for this long is stale (dead worker)
-MAX_RETRY = 3  # Optuna's RDB stale-trial retries per trial (hamgraph re-queues missing cells)
 
 
 def storage_url(storage: str | None, out: Path) -> str:
@@ -54,7 +53,7 @@ def storage_url(storage: str | None, out: Path) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """JournalStorage for `journal:PATH`, else RDBStorage with heartbeat and stale retry."""
+    """JournalStorage for `journal:PATH`, else RDBStorage (heartbeats: coordination)."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -67,16 +66,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        with quiet_experimental():
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY
-                ),
-            )
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as exc:
         raise UserInputError(f"--storage {redact(url)}: missing database driver: {exc}") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError & co: unreachable, bad credentials
