@@ -69,3 +69,18 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); "" where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(pid: int, start: str) -> bool:
+    """Whether process `pid` of this host lives and, if `start` is known, is the one that started
+    then (not a later process that got the same pid)."""
+    return pid_alive(pid) and (not start or process_start(pid) in ("", start))

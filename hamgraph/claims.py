@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hamgraph.atomic import host_tag, pid_alive
+from hamgraph.atomic import host_tag, owner_alive, process_start
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,6 @@ class Owner:
 
     def label(self) -> str:
         return f"{self.host} pid {self.pid}"
-
-
-def process_start(pid: int) -> str:
-    """The kernel's start time of `pid` (guards against pid reuse); "" where /proc is missing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def owner_alive(pid: int, start: str) -> bool:
-    """Whether process `pid` of this host lives and, if `start` is known, is the one that started
-    then (not a later process that got the same pid)."""
-    return pid_alive(pid) and (not start or process_start(pid) in ("", start))
 
 
 def _parse_name(name: str) -> tuple[str, int] | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgraph.atomic import host_tag
-from hamgraph.claims import Claims, process_start
+from hamgraph.atomic import host_tag, process_start
+from hamgraph.claims import Claims
 
 REPO = Path(__file__).resolve().parents[1]
 HOUR = 3600.0

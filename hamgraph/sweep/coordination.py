@@ -30,14 +30,13 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hamgraph.atomic import pid_alive
+from hamgraph.atomic import owner_alive, process_start
 from hamgraph.sweep.spaces import CELL
 from hamgraph.sweep.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
 
@@ -57,25 +56,12 @@ DONE = ("complete", "diverged")  # outcomes that settle a cell ("error" does not
 
 
 # ==== owners and liveness ========================================================================
-def _process_start(pid: int) -> str:
-    """The kernel's start time of `pid` (guards against pid reuse); "" where /proc is missing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pid: int, start: str) -> bool:
-    return pid_alive(pid) and (not start or _process_start(pid) in ("", start))
-
-
 def claim(trial: optuna.Trial) -> None:
     """Record this process as the owner of `trial` (read by `recover_stale` of any worker), with
     a first beat (the batch's Heartbeat thread starts once every trial of the batch is claimed)."""
     pid = os.getpid()
     owner = {"trial": trial.number, "host": socket.gethostname(), "pid": pid,
-             "start": _process_start(pid)}
+             "start": process_start(pid)}
     trial.storage.set_trial_system_attr(trial._trial_id, S_OWNER, owner)
     trial.storage.set_trial_system_attr(trial._trial_id, S_HEARTBEAT, time.time())
 
@@ -86,7 +72,7 @@ def _is_stale(trial: FrozenTrial, now: float) -> bool:
     last = trial.datetime_start.timestamp() if trial.datetime_start else now
     owner = trial.system_attrs.get(S_OWNER)
     if isinstance(owner, dict) and owner.get("trial") == trial.number:
-        if owner.get("host") == socket.gethostname() and not _alive(
+        if owner.get("host") == socket.gethostname() and not owner_alive(
             int(owner["pid"]), str(owner.get("start", ""))
         ):
             return True  # its process on this host is gone
