@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -18,7 +16,13 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_helpers import assert_each_cell_once, grid_body, trials_of, write_sweep
+from sweep_helpers import (
+    assert_each_cell_once,
+    grid_body,
+    kill_mid_trial,
+    trials_of,
+    write_sweep,
+)
 
 from hamgraph import sweep as sw
 from hamgraph.cli import main
@@ -107,29 +111,7 @@ def test_worker_killed_on_another_host_is_retried_on_an_rdb_storage(
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", ELSEWHERE, "sweep", str(path), "--out", str(out),
            "--device", "cpu", "--batch", "1", "--storage", rdb_url]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    running: list = []
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            try:
-                trials = trials_of(path, rdb_url)
-            except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
-                continue  # the study is not created yet
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and "cell" in t.user_attrs]
-            if done and running:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        if proc.poll() is None and not running:
-            proc.kill()
-        proc.wait()
-    assert running, f"never saw a COMPLETE and a RUNNING trial; stderr: {proc.stderr.read()!r}"
-    assert proc.returncode == -signal.SIGKILL
+    _, running = kill_mid_trial(cmd, tmp_path, path, rdb_url)
     (dead,) = running
     assert dead.system_attrs[co.S_OWNER]["host"] == "elsewhere.invalid"
     assert isinstance(dead.system_attrs.get(co.S_HEARTBEAT), float)  # the live worker beat

@@ -6,16 +6,19 @@ Own file so that `pytest -n 2 --dist loadfile` runs it beside the other sweep te
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_helpers import assert_each_cell_once, grid_body, trials_of, write_sweep
+from sweep_helpers import (
+    assert_each_cell_once,
+    grid_body,
+    kill_mid_trial,
+    trials_of,
+    write_sweep,
+)
 
 from hamgraph import sweep as sw
 
@@ -29,31 +32,8 @@ def test_resume_after_kill_9(tmp_path: Path, backend: str) -> None:
     storage = None if backend == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "hamgraph", "sweep", str(path), "--out", str(out),
            "--device", "cpu", "--batch", "1"] + ([] if storage is None else ["--storage", storage])
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = storage or sw.storage_url(None, out)
-    deadline = time.monotonic() + 120
-    before: list = []
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            try:
-                trials = trials_of(path, url)
-            except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
-                continue  # the study is not created yet
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and "cell" in t.user_attrs]
-            if done and running:
-                proc.send_signal(signal.SIGKILL)
-                before = done
-                break
-    finally:
-        if proc.poll() is None and not before:
-            proc.kill()
-        proc.wait()
-    assert before, f"never saw a COMPLETE and a RUNNING trial; stderr: {proc.stderr.read()!r}"
-    assert proc.returncode == -signal.SIGKILL
+    before, _ = kill_mid_trial(cmd, tmp_path, path, url)
     assert any(t.state == TrialState.RUNNING for t in trials_of(path, url))
 
     again = subprocess.run(cmd, cwd=tmp_path, env=os.environ.copy(), capture_output=True,
