@@ -185,13 +185,18 @@ def cpu_pack_limit(spec: RunSpec, paths: DataPaths) -> int:
     return max(1, CPU_PACK_BYTES // (data.num_nodes * hidden * 4))
 
 
+def _footprint_key(spec: RunSpec) -> tuple[object, ...]:
+    """What a run's memory footprint (and so its pack sizes) depends on."""
+    return (spec.dataset, spec.model, spec.params)
+
+
 def _warn_slow_cpu_packs(packs: list[list[RunSpec]], paths: DataPaths) -> None:
     """`--pack N` on a CPU: say once per group when its packs exceed `cpu_pack_limit`
     (slower than single runs there; a user asked for them, so they still train packed)."""
     warned: set[object] = set()
     for members in packs:
         first = members[0]
-        shape = (first.dataset, first.model, first.params)
+        shape = _footprint_key(first)
         if len(members) < 2 or shape in warned:
             continue
         warned.add(shape)
@@ -360,8 +365,8 @@ def execute_specs(
 
     sizes: dict[object, int] = {}
 
-    def size_for(spec: RunSpec) -> int:  # the footprint depends on dataset, model and params
-        shape = (spec.dataset, spec.model, spec.params)
+    def size_for(spec: RunSpec) -> int:
+        shape = _footprint_key(spec)
         if shape not in sizes:
             try:
                 sizes[shape] = auto_pack_size(spec, paths, device)

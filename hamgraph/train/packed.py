@@ -241,8 +241,9 @@ class _HamStep:
 
 
 def _check_pack(specs: Sequence[RunSpec], info: DatasetInfo) -> None:
-    signatures = {pack_signature(spec) for spec in specs}
-    alone = [spec for spec in specs if pack_signature(spec) is None]
+    each = [pack_signature(spec) for spec in specs]
+    signatures = set(each)
+    alone = [spec for spec, signature in zip(specs, each, strict=True) if signature is None]
     if alone and len(specs) > 1:
         raise ConfigError(
             f"run {alone[0].key()} cannot share a pack: its base optimizer "
