@@ -35,8 +35,9 @@ def _all_checked_blocks() -> list[Block]:
 
 
 def _test_source(test_id: str) -> str:
-    """The source of the test function `tests/file.py::[Class::]test_name` (AssertionError if
-    the file or the function does not exist)."""
+    """The source of the test function `tests/file.py::[Class::]test_name`, followed by the
+    source of every module-level function or constant of its file that it names (a helper that
+    holds the commands counts). AssertionError if the file or the function does not exist."""
     path, *names = test_id.split("::")
     file = REPO / path
     assert path.startswith("tests/") and file.is_file() and names, f"no test file: {test_id}"
@@ -57,7 +58,18 @@ def _test_source(test_id: str) -> str:
         scope = getattr(node, "body", [])
     assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef), f"{test_id} is no function"
     assert node.name.startswith("test"), f"{test_id} is not a test function"
-    return ast.get_source_segment(source, node) or ""
+    used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    helpers = [
+        ast.get_source_segment(source, top) or ""
+        for top in ast.parse(source).body
+        if (isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) and top.name in used)
+        or (
+            isinstance(top, ast.Assign | ast.AnnAssign)
+            and {t.id for t in ast.walk(top) if isinstance(t, ast.Name)
+                 and isinstance(t.ctx, ast.Store)} & used
+        )
+    ]
+    return "\n".join([ast.get_source_segment(source, node) or "", *helpers])
 
 
 def _yaml_lines(text: str) -> list[str]:
@@ -89,11 +101,26 @@ def _covered(block: Block, source: str) -> str | None:
         return f"the test's source lacks the command line(s) {missing}" if missing else None
     if block.kind == "python":
         return None if normalise(block.text) in flat else "the test's source lacks the snippet"
-    # yaml: a repository file named in the test's source contains the block
-    for name in re.findall(r"[\w./-]+\.ya?ml", source):
-        if (REPO / name).is_file() and _file_contains_yaml(REPO / name, block.text):
-            return None
-    return "no YAML file named in the test's source contains the block"
+    # yaml: the test holds the block's text, or a repository file it names contains the block
+    if normalise(block.text) in flat:
+        return None
+    for name in set(re.findall(r"[\w./-]+\.ya?ml", source)):
+        for file in _repo_files(name):
+            if _file_contains_yaml(file, block.text):
+                return None
+    return "neither the test's source nor a YAML file it names contains the block"
+
+
+def _repo_files(name: str) -> list[Path]:
+    """The repository file at path `name`, else those whose path ends with `/name` (a test
+    may build the path from parts, e.g. REPO / "configs" / "x.yaml")."""
+    if (REPO / name).is_file():
+        return [REPO / name]
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True,
+    ).stdout.split()
+    return [REPO / t for t in tracked if t == name or t.endswith("/" + name)]
 
 
 def test_every_code_block_is_marked():
@@ -145,6 +172,10 @@ def test_marker_checks_catch_what_they_should(tmp_path: Path):
     assert commands(found[2]) == ["hamgraph sweep never-run.yaml"]
     why = _covered(found[2], _test_source(found[2].marker[1]))
     assert why and "hamgraph sweep never-run.yaml" in why
+    # module-level helpers and constants that a test names are part of its source
+    assert "_TABLE_VALUE = re.compile" in _test_source(
+        "tests/test_docs.py::test_readme_grid_and_its_table"
+    )
 
 
 # --- navigation, README, version, changelog ---------------------------------------------------
