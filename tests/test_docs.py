@@ -99,28 +99,38 @@ def _covered(block: Block, source: str) -> str | None:
     if block.kind in ("bash", "console"):
         missing = [c for c in commands(block) if c not in flat]
         return f"the test's source lacks the command line(s) {missing}" if missing else None
-    if block.kind == "python":
-        return None if normalise(block.text) in flat else "the test's source lacks the snippet"
-    # yaml: the test holds the block's text, or a repository file it names contains the block
+    # python / yaml: the test holds the block's text, or it names a repository file holding
+    # the block (by its path, its file name, or a directory above it that the test uses)
     if normalise(block.text) in flat:
         return None
-    for name in set(re.findall(r"[\w./-]+\.ya?ml", source)):
-        for file in _repo_files(name):
-            if _file_contains_yaml(file, block.text):
-                return None
-    return "neither the test's source nor a YAML file it names contains the block"
+    named = set(re.findall(r"""["']([\w.][\w./-]*)["']""", source))
+    for file in _files_containing(block):
+        rel = file.relative_to(REPO).as_posix()
+        parts = rel.split("/")
+        prefixes = {"/".join(parts[:i]) for i in range(1, len(parts))}
+        if rel in named or parts[-1] in named or prefixes & named:
+            return None
+    return f"neither the test's source nor a {block.kind} file it names contains the block"
 
 
-def _repo_files(name: str) -> list[Path]:
-    """The repository file at path `name`, else those whose path ends with `/name` (a test
-    may build the path from parts, e.g. REPO / "configs" / "x.yaml")."""
-    if (REPO / name).is_file():
-        return [REPO / name]
-    tracked = subprocess.run(
+def _files_containing(block: Block) -> list[Path]:
+    """Repository files (not the docs) of the block's kind whose text contains the block."""
+    suffixes = {"python": (".py",), "yaml": (".yaml", ".yml")}[block.kind or ""]
+    listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split()
-    return [REPO / t for t in tracked if t == name or t.endswith("/" + name)]
+    out = []
+    for name in listed:
+        file = REPO / name
+        if not name.endswith(suffixes) or name.startswith("docs/") or not file.is_file():
+            continue
+        if block.kind == "yaml":
+            if _file_contains_yaml(file, block.text):
+                out.append(file)
+        elif normalise(block.text) in normalise(file.read_text(encoding="utf-8")):
+            out.append(file)
+    return out
 
 
 def test_every_code_block_is_marked():
@@ -158,7 +168,9 @@ def test_marker_checks_catch_what_they_should(tmp_path: Path):
         "```bash\nhamgraph run a.yaml\n```\n\n"
         "<!-- tested-by: tests/test_docs.py::test_no_such_test -->\n```bash\nhamgraph x\n```\n\n"
         "<!-- tested-by: tests/test_docs.py::test_every_code_block_is_marked -->\n"
-        "```bash\nhamgraph sweep never-run.yaml  # a comment\n```\n",
+        "```bash\nhamgraph sweep never-run.yaml  # a comment\n```\n\n"
+        "<!-- tested-by: tests/test_docs.py::test_every_code_block_is_marked -->\n"
+        "```python\nprint('in no file of the repository')\n```\n",
         encoding="utf-8",
     )
     found = blocks("probe.md", root=tmp_path)
@@ -166,12 +178,14 @@ def test_marker_checks_catch_what_they_should(tmp_path: Path):
         None,
         ("tested-by", "tests/test_docs.py::test_no_such_test"),
         ("tested-by", "tests/test_docs.py::test_every_code_block_is_marked"),
+        ("tested-by", "tests/test_docs.py::test_every_code_block_is_marked"),
     ]
     with pytest.raises(AssertionError, match="no test_no_such_test"):
         _test_source(found[1].marker[1])
     assert commands(found[2]) == ["hamgraph sweep never-run.yaml"]
     why = _covered(found[2], _test_source(found[2].marker[1]))
     assert why and "hamgraph sweep never-run.yaml" in why
+    assert _covered(found[3], _test_source(found[3].marker[1]))
     # module-level helpers and constants that a test names are part of its source
     assert "_TABLE_VALUE = re.compile" in _test_source(
         "tests/test_docs.py::test_readme_grid_and_its_table"
