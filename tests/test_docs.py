@@ -189,7 +189,7 @@ def test_marker_checks_catch_what_they_should(tmp_path: Path):
     assert why and "hamgraph sweep never-run.yaml" in why
     assert _covered(found[3], _test_source(found[3].marker[1]))
     # module-level helpers and constants that a test names are part of its source
-    assert "_TABLE_VALUE = re.compile" in _test_source(
+    assert "def _assert_printed_table" in _test_source(
         "tests/test_docs.py::test_readme_grid_and_its_table"
     )
 
@@ -279,9 +279,23 @@ def test_ci_runs_the_readme_test_command():
 _TABLE_VALUE = re.compile(r"(\d+\.\d+) ± (\d+\.\d+)")
 
 
+def _assert_printed_table(shown: Block, printed: str) -> None:
+    """The last lines `printed` are the console block's output: the same rows, labels and
+    counts, and each mean within one point (another CPU may round a node or two differently)."""
+    expected = [line for line in console_output(shown) if line.strip()]
+    got = [line for line in printed.splitlines() if line.strip()][-len(expected):]
+    assert [_TABLE_VALUE.sub("V", line).split() for line in got] == [
+        _TABLE_VALUE.sub("V", line).split() for line in expected
+    ], f"{shown.where} shows another table than the command prints:\n{printed}"
+    for want, have in zip(expected, got, strict=True):
+        for (w_mean, _), (h_mean, _) in zip(
+            _TABLE_VALUE.findall(want), _TABLE_VALUE.findall(have), strict=True
+        ):
+            assert abs(float(w_mean) - float(h_mean)) <= 1.0, (shown.where, want, have)
+
+
 def test_readme_grid_and_its_table(tmp_path: Path):
-    """The README's grid trains as written and prints the table shown under it: the same rows
-    and counts, and the same values up to a node or two (another CPU may round differently)."""
+    """The README's grid trains as written and prints the table shown under it."""
     (grid,) = [b for b in marked_blocks("README.md", "test_readme_grid_and_its_table")
                if b.kind == "yaml"]
     (shown,) = [b for b in marked_blocks("README.md", "test_readme_grid_and_its_table")
@@ -289,17 +303,7 @@ def test_readme_grid_and_its_table(tmp_path: Path):
     (command,) = commands(shown)
     grid_file = command.split()[-1]
     (tmp_path / grid_file).write_text(grid.text, encoding="utf-8")
-    printed = run_command(command, cwd=tmp_path).stdout.splitlines()
-    expected = [line for line in console_output(shown) if line.strip()]
-    got = [line for line in printed if line.strip()][-len(expected):]
-    assert [_TABLE_VALUE.sub("V", line).split() for line in got] == [
-        _TABLE_VALUE.sub("V", line).split() for line in expected
-    ], "\n".join(printed)
-    for want, have in zip(expected, got, strict=True):
-        for (w_mean, _), (h_mean, _) in zip(
-            _TABLE_VALUE.findall(want), _TABLE_VALUE.findall(have), strict=True
-        ):
-            assert abs(float(w_mean) - float(h_mean)) <= 1.0, (want, have)
+    _assert_printed_table(shown, run_command(command, cwd=tmp_path).stdout)
 
 
 def test_readme_ham_training_loop():
@@ -332,12 +336,14 @@ def test_readme_ham_training_loop():
 
 @pytest.mark.slow
 def test_getting_started_commands(tmp_path: Path):
-    """docs/getting-started.md: the demo grid, its report and the dataset list, as written
-    (in a copy of configs/, so the results land in a temporary directory)."""
+    """docs/getting-started.md: the demo grid prints the table shown, then its report and the
+    dataset list, as written (in a copy of configs/, so results land in a temporary dir)."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     for block in marked_blocks("docs/getting-started.md", "test_getting_started_commands"):
         for command in commands(block):
-            run_command(command, cwd=tmp_path, timeout=600)
+            done = run_command(command, cwd=tmp_path, timeout=600)
+            if block.kind == "console":
+                _assert_printed_table(block, done.stdout)
     assert (tmp_path / "results" / "quickstart" / "runs.csv").is_file()
     assert (tmp_path / "results" / "quickstart" / "report" / "main.md").is_file()
 
