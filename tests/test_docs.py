@@ -306,29 +306,26 @@ def test_readme_grid_and_its_table(tmp_path: Path):
     _assert_printed_table(shown, run_command(command, cwd=tmp_path).stdout)
 
 
-def test_readme_ham_training_loop():
-    """The README's "HAM in your own training loop" snippet runs as written and trains: its
-    loss ends lower than the same model's (same seed) before any step."""
-    (snippet,) = marked_blocks("README.md", "test_readme_ham_training_loop")
-    code = compile(snippet.text, "README.md", "exec")  # the doc's own code
-
-    def loss_after(epochs: int) -> float:
-        torch.manual_seed(0)
-        namespace: dict = {"range": lambda n: range(min(n, epochs))}
-        exec(code, namespace)
-        model, x, edge_index, y = (namespace[k] for k in ("model", "x", "edge_index", "y"))
-        with torch.no_grad():
-            return torch.nn.functional.cross_entropy(model(x, edge_index), y).item()
-
+def test_ham_training_loop_snippets():
+    """The "HAM in your own training loop" snippets of the README and the API page run as
+    written and train: the loss ends lower than the same model's (same seed) before any step."""
     from hamgraph.optim import HAM
 
-    torch.manual_seed(0)
-    namespace: dict = {}
-    exec(code, namespace)
-    opt = namespace["opt"]
-    assert isinstance(opt, HAM)
-    assert any(g["ham"] and g["params"] for g in opt.param_groups)
-    assert loss_after(50) < 0.9 * loss_after(0)
+    for doc in ("README.md", "docs/api.md"):
+        (snippet,) = marked_blocks(doc, "test_ham_training_loop_snippets")
+        code = compile(snippet.text, doc, "exec")  # the doc's own code
+
+        def loss_after(epochs: int, code=code, where=snippet.where) -> float:
+            torch.manual_seed(0)
+            namespace: dict = {"range": lambda n: range(min(n, epochs))}
+            exec(code, namespace)
+            model, x, edge_index, y = (namespace[k] for k in ("model", "x", "edge_index", "y"))
+            assert isinstance(namespace["opt"], HAM), where
+            assert any(g["ham"] and g["params"] for g in namespace["opt"].param_groups)
+            with torch.no_grad():
+                return torch.nn.functional.cross_entropy(model(x, edge_index), y).item()
+
+        assert loss_after(50) < 0.9 * loss_after(0), snippet.where
 
 
 # --- the docs' blocks, run ---------------------------------------------------------------------
