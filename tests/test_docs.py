@@ -249,11 +249,14 @@ def test_version_is_defined_once():
     assert declared[1] not in init, "hamgraph/__init__.py repeats the version literally"
     changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
     assert f"## [{declared[1]}]" in changelog, f"CHANGELOG.md has no section for {declared[1]}"
+    shown = subprocess.run([sys.executable, "-m", "hamgraph", "--version"],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["hamgraph", declared[1]]
 
 
 def test_changelog_page_includes_the_changelog():
-    """docs/changelog.md includes the root CHANGELOG.md (one file to edit); every release
-    heading is keep-a-changelog style and links to nothing that does not exist."""
+    """docs/changelog.md includes the root CHANGELOG.md (one file to edit), which starts with
+    [Unreleased] and has keep-a-changelog release headings: `## [x.y.z] - YYYY-MM-DD`."""
     page = (REPO / "docs" / "changelog.md").read_text(encoding="utf-8")
     assert '--8<-- "CHANGELOG.md"' in page
     changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
