@@ -1,0 +1,134 @@
+"""Checkpoints of node runs and packs: an interrupted run, resumed, ends with exactly the
+numbers of an uninterrupted one; stop requests (SIGTERM / SIGUSR1) checkpoint and exit; the
+history's train_seconds column (training time, evaluation excluded) survives a resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from hamgraph import preemption
+from hamgraph.data.registry import resolve_dataset
+from hamgraph.preemption import Preempted
+from hamgraph.specs import HamSettings, NodeParams, OptimizerSpec, RunResult, RunSpec
+from hamgraph.train.checkpoint import CHECKPOINT_FILE, Checkpointer
+from hamgraph.train.node import train_node_run
+
+CPU = torch.device("cpu")
+CSBM = "csbm-h0.8-n200"
+PARAMS = NodeParams(lr=1e-2, hidden=16, layers=2, dropout=0.5, weight_decay=5e-4, epochs=35)
+OPTIMIZERS = [
+    None,
+    HamSettings(alpha=100.0, beta=0.1),
+    HamSettings(alpha=-10.0, beta=0.0),
+    HamSettings(alpha=50.0, beta=0.01, sign_source="previous"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_request():
+    preemption.reset()
+    yield
+    preemption.reset()
+
+
+def _spec(ham=None, run=0, seed=3, params=PARAMS) -> RunSpec:
+    return RunSpec(CSBM, "gcn", params, OptimizerSpec("adam", ham=ham), run=run, seed=seed)
+
+
+def _numbers(result: RunResult) -> tuple:
+    """Everything of a result but the wall-clock times."""
+    history = [dataclasses.replace(h, train_seconds=0.0) for h in result.history]
+    return (result.spec.key(), result.status, result.val, result.test, result.best_epoch,
+            result.epochs, result.reason, history)
+
+
+def _stop_after(monkeypatch, epochs: int) -> None:
+    """A stop request (as SIGTERM makes one) that the trainer sees after epoch `epochs`."""
+    calls = {"n": 0}
+
+    def stop_requested() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= epochs
+
+    monkeypatch.setattr(preemption, "stop_requested", stop_requested)
+
+
+def _assert_train_seconds(history) -> None:
+    seconds = [h.train_seconds for h in history]
+    assert all(math.isfinite(s) and s > 0 for s in seconds)
+    assert seconds == sorted(seconds)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stop_at", [10, 13])  # at a host sync, between two
+def test_node_run_stopped_and_resumed_equals_uninterrupted(offline_paths, tmp_path, monkeypatch,
+                                                           dtype, stop_at):
+    spec = _spec(HamSettings(alpha=100.0, beta=0.1))
+    info = resolve_dataset(CSBM)
+    whole = train_node_run(spec, info, offline_paths, CPU, dtype=dtype)
+
+    folder = tmp_path / "ckpt"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, stop_at)
+        with pytest.raises(Preempted):
+            train_node_run(spec, info, offline_paths, CPU, dtype=dtype,
+                           checkpointer=Checkpointer(folder, spec.key(), interval=1e9))
+    state = torch.load(folder / CHECKPOINT_FILE, weights_only=True)
+    assert state["epoch"] == stop_at and len(state["train_seconds"]) == stop_at
+    resumed = train_node_run(spec, info, offline_paths, CPU, dtype=dtype,
+                             checkpointer=Checkpointer(folder, spec.key(), interval=1e9))
+    assert _numbers(resumed) == _numbers(whole)
+    _assert_train_seconds(resumed.history)
+    assert resumed.history[stop_at - 1].train_seconds == state["train_seconds"][-1]
+
+
+def test_node_run_periodic_checkpoint_survives_a_crash(offline_paths, tmp_path):
+    """interval 0: a checkpoint at every host sync; a crash after epoch 30 resumes from 20."""
+    spec = _spec(HamSettings(alpha=50.0, beta=0.01, sign_source="previous"))
+    info = resolve_dataset(CSBM)
+    whole = train_node_run(spec, info, offline_paths, CPU)
+
+    def crash(rows):
+        if rows[-1].epoch == 30:
+            raise RuntimeError("power loss")
+
+    folder = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError, match="power loss"):
+        train_node_run(spec, info, offline_paths, CPU, on_epochs=crash,
+                       checkpointer=Checkpointer(folder, spec.key(), interval=0))
+    assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["epoch"] == 20
+    seen = []
+    resumed = train_node_run(spec, info, offline_paths, CPU, on_epochs=seen.extend,
+                             checkpointer=Checkpointer(folder, spec.key(), interval=0))
+    assert [row.epoch for row in seen] == list(range(21, 36))
+    assert _numbers(resumed) == _numbers(whole)
+
+
+def test_checkpoint_of_another_run_is_ignored(offline_paths, tmp_path, monkeypatch):
+    spec, other = _spec(), _spec(seed=4)
+    info = resolve_dataset(CSBM)
+    folder = tmp_path / "ckpt"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 5)
+        with pytest.raises(Preempted):
+            train_node_run(other, info, offline_paths, CPU,
+                           checkpointer=Checkpointer(folder, other.key()))
+    result = train_node_run(spec, info, offline_paths, CPU,
+                            checkpointer=Checkpointer(folder, spec.key()))
+    assert _numbers(result) == _numbers(train_node_run(spec, info, offline_paths, CPU))
+
+
+def test_unreadable_checkpoint_starts_over(offline_paths, tmp_path, caplog):
+    spec = _spec()
+    info = resolve_dataset(CSBM)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 truncated")
+    result = train_node_run(spec, info, offline_paths, CPU,
+                            checkpointer=Checkpointer(folder, spec.key()))
+    assert _numbers(result) == _numbers(train_node_run(spec, info, offline_paths, CPU))
+    assert "cannot read it" in caplog.text
