@@ -16,6 +16,7 @@ from hamgraph.preemption import Preempted
 from hamgraph.specs import HamSettings, NodeParams, OptimizerSpec, RunResult, RunSpec
 from hamgraph.train.checkpoint import CHECKPOINT_FILE, Checkpointer
 from hamgraph.train.node import train_node_run
+from hamgraph.train.packed import train_node_pack
 
 CPU = torch.device("cpu")
 CSBM = "csbm-h0.8-n200"
@@ -132,3 +133,86 @@ def test_unreadable_checkpoint_starts_over(offline_paths, tmp_path, caplog):
                             checkpointer=Checkpointer(folder, spec.key()))
     assert _numbers(result) == _numbers(train_node_run(spec, info, offline_paths, CPU))
     assert "cannot read it" in caplog.text
+
+
+def _pack(params=PARAMS, optimizers=OPTIMIZERS) -> list[RunSpec]:
+    return [_spec(ham, run=0, seed=7 + i, params=params) for i, ham in enumerate(optimizers)]
+
+
+def _pack_checkpointer(folder, specs, interval=1e9) -> Checkpointer:
+    keys = [spec.key() for spec in specs]
+    return Checkpointer(folder, "pack-test", interval=interval, members=keys)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stop_at", [10, 17])
+def test_pack_stopped_and_resumed_equals_uninterrupted(offline_paths, tmp_path, monkeypatch,
+                                                       dtype, stop_at):
+    specs = _pack()
+    info = resolve_dataset(CSBM)
+    whole = train_node_pack(specs, info, offline_paths, CPU, dtype=dtype)
+    folder = tmp_path / "pack"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, stop_at)
+        with pytest.raises(Preempted):
+            train_node_pack(specs, info, offline_paths, CPU, dtype=dtype,
+                            checkpointer=_pack_checkpointer(folder, specs))
+    assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["epoch"] == stop_at
+    reported = []
+    resumed = train_node_pack(specs, info, offline_paths, CPU, dtype=dtype,
+                              on_result=reported.append,
+                              checkpointer=_pack_checkpointer(folder, specs))
+    assert [_numbers(r) for r in resumed] == [_numbers(r) for r in whole]
+    assert [r.spec.key() for r in reported] == [s.key() for s in specs]
+    for result in resumed:
+        _assert_train_seconds(result.history)
+
+
+def test_pack_with_a_diverged_run_resumes_without_reporting_it_again(offline_paths, tmp_path,
+                                                                      monkeypatch):
+    """nHAM(-1000) at lr 0.05 diverges at epoch 12 (noticed at the sync of epoch 20): frozen
+    and final before the stop after epoch 23; the resumed pack keeps it frozen and final."""
+    params = dataclasses.replace(PARAMS, lr=0.05)
+    specs = _pack(params, [None, HamSettings(alpha=100.0, beta=0.1), HamSettings(-1000.0, 0.0)])
+    info = resolve_dataset(CSBM)
+    whole = train_node_pack(specs, info, offline_paths, CPU)
+    assert [r.status for r in whole] == ["ok", "ok", "failed"]
+    folder = tmp_path / "pack"
+    before = []
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 23)
+        with pytest.raises(Preempted):
+            train_node_pack(specs, info, offline_paths, CPU, on_result=before.append,
+                            checkpointer=_pack_checkpointer(folder, specs))
+    assert [r.spec.key() for r in before] == [specs[2].key()]
+    after = []
+    resumed = train_node_pack(specs, info, offline_paths, CPU, on_result=after.append,
+                              checkpointer=_pack_checkpointer(folder, specs))
+    assert [r.spec.key() for r in after] == [specs[0].key(), specs[1].key()]
+    assert [_numbers(r) for r in resumed] == [_numbers(r) for r in whole]
+
+
+def test_pack_checkpoint_of_other_members_is_ignored(offline_paths, tmp_path, monkeypatch):
+    specs = _pack()
+    info = resolve_dataset(CSBM)
+    folder = tmp_path / "pack"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 10)
+        with pytest.raises(Preempted):
+            train_node_pack(specs, info, offline_paths, CPU,
+                            checkpointer=_pack_checkpointer(folder, specs))
+    fewer = specs[1:]
+    resumed = train_node_pack(fewer, info, offline_paths, CPU,
+                              checkpointer=_pack_checkpointer(folder, fewer))
+    whole = train_node_pack(fewer, info, offline_paths, CPU)
+    assert [_numbers(r) for r in resumed] == [_numbers(r) for r in whole]
+
+
+def test_pack_train_seconds_are_the_pack_time_shared(offline_paths):
+    specs = _pack()
+    results = train_node_pack(specs, resolve_dataset(CSBM), offline_paths, CPU)
+    first = [h.train_seconds for h in results[0].history]
+    for result in results:
+        assert [h.train_seconds for h in result.history] == first
+        assert result.history[-1].train_seconds < result.seconds
+    _assert_train_seconds(results[0].history)
