@@ -5,7 +5,9 @@ history's train_seconds column (training time, evaluation excluded) survives a r
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import time
 
 import pytest
 import torch
@@ -13,8 +15,11 @@ import torch
 from hamgraph import preemption
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.preemption import Preempted
-from hamgraph.specs import HamSettings, NodeParams, OptimizerSpec, RunResult, RunSpec
+from hamgraph.specs import EpochStats, HamSettings, NodeParams, OptimizerSpec, RunResult, RunSpec
+from hamgraph.train import node as node_trainer
+from hamgraph.train import packed as packed_trainer
 from hamgraph.train.checkpoint import CHECKPOINT_FILE, Checkpointer
+from hamgraph.train.common import TrainClock
 from hamgraph.train.node import train_node_run
 from hamgraph.train.packed import train_node_pack
 
@@ -216,3 +221,80 @@ def test_pack_train_seconds_are_the_pack_time_shared(offline_paths):
         assert [h.train_seconds for h in result.history] == first
         assert result.history[-1].train_seconds < result.seconds
     _assert_train_seconds(results[0].history)
+
+
+def _fake_clock(monkeypatch) -> dict[str, float]:
+    """time.perf_counter plus an offset that a test's evaluation advances."""
+    offset = {"s": 0.0}
+    real = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + offset["s"])
+    return offset
+
+
+def test_node_train_seconds_exclude_evaluation(offline_paths, monkeypatch):
+    """Each metric call advances a fake clock by 1000 s: `seconds` sees it, train_seconds not."""
+    offset = _fake_clock(monkeypatch)
+    real_resolve = node_trainer.resolve_metric
+
+    def slow_resolve(name):
+        metric = real_resolve(name)
+
+        def slow(scores, labels):
+            offset["s"] += 1000.0
+            return metric(scores, labels)
+
+        return slow
+
+    monkeypatch.setattr(node_trainer, "resolve_metric", slow_resolve)
+    params = dataclasses.replace(PARAMS, epochs=12)
+    result = train_node_run(_spec(params=params), resolve_dataset(CSBM), offline_paths, CPU)
+    assert result.seconds >= 3 * 12 * 1000
+    _assert_train_seconds(result.history)
+    assert result.history[-1].train_seconds < 1000
+
+
+def test_pack_train_seconds_exclude_evaluation(offline_paths, monkeypatch):
+    offset = _fake_clock(monkeypatch)
+    real_rows = packed_trainer.ROW_METRICS["accuracy"]
+
+    def slow_rows(*args):
+        offset["s"] += 1000.0
+        return real_rows(*args)
+
+    monkeypatch.setitem(packed_trainer.ROW_METRICS, "accuracy", slow_rows)
+    params = dataclasses.replace(PARAMS, epochs=12)
+    results = train_node_pack(_pack(params), resolve_dataset(CSBM), offline_paths, CPU)
+    for result in results:
+        assert result.seconds >= 3 * 12 * 1000 / len(results)
+        _assert_train_seconds(result.history)
+        assert result.history[-1].train_seconds < 1000
+
+
+def test_train_clock_on_cpu_is_cumulative_and_resumable():
+    clock = TrainClock(CPU, [1.5, 2.5])
+    clock.start()
+    clock.stop()
+    assert clock.settle()[:2] == [1.5, 2.5] and clock.totals[2] >= 2.5 and len(clock.totals) == 3
+    with pytest.raises(RuntimeError):
+        clock.stop()
+
+
+def test_old_records_without_train_seconds_read_as_nan(tmp_path):
+    """A record (or history row) written before the column existed: train_seconds is NaN."""
+    from hamgraph.store import ResultStore
+
+    spec = _spec()
+    old_row = {"epoch": 1, "loss": 0.5, "train": 0.5, "val": 0.5, "test": 0.5, "lr": 0.01,
+               "sign_flips": 0, "mean_abs_weight": 0.1}
+    store = ResultStore(tmp_path)
+    store.add(RunResult(spec, "accuracy", "ok", 0.5, 0.5, 1, 1, 1.0,
+                        history=[EpochStats(**old_row)]))
+    record = store.record_path(spec.key())
+    data = json.loads(record.read_text())
+    for row in data["history"]:
+        del row["train_seconds"]
+    record.write_text(json.dumps(data))
+    loaded = store.load(spec.key())
+    assert math.isnan(loaded.history[0].train_seconds)
+    header = store.history_path(spec.key()).read_text().splitlines()[0].split(",")
+    assert header[-1] == "train_seconds"
