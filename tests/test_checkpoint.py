@@ -46,10 +46,14 @@ def _spec(ham=None, run=0, seed=3, params=PARAMS) -> RunSpec:
 
 
 def _numbers(result: RunResult) -> tuple:
-    """Everything of a result but the wall-clock times."""
+    """Everything of a result but the wall-clock times (NaN as "nan", so it compares equal)."""
+
+    def plain(value):
+        return "nan" if isinstance(value, float) and math.isnan(value) else value
+
     history = [dataclasses.replace(h, train_seconds=0.0) for h in result.history]
-    return (result.spec.key(), result.status, result.val, result.test, result.best_epoch,
-            result.epochs, result.reason, history)
+    return (result.spec.key(), result.status, plain(result.val), plain(result.test),
+            result.best_epoch, result.epochs, result.reason, history)
 
 
 def _stop_after(monkeypatch, epochs: int) -> None:
@@ -298,3 +302,124 @@ def test_old_records_without_train_seconds_read_as_nan(tmp_path):
     assert math.isnan(loaded.history[0].train_seconds)
     header = store.history_path(spec.key()).read_text().splitlines()[0].split(",")
     assert header[-1] == "train_seconds"
+
+
+# --- the runner: pack checkpoints in the result store -------------------------------------------
+
+
+ADAM_AND_HAM = (None, HamSettings(100.0, 0.1))
+
+
+def _grid_specs(epochs=35, lr=None, optimizers=ADAM_AND_HAM, runs=3):
+    from hamgraph.grid import specs_for
+
+    overrides = {"epochs": epochs, "hidden": 8, **({} if lr is None else {"lr": lr})}
+    return [s for ham in optimizers for s in specs_for(CSBM, "gcn", ham, overrides=overrides,
+                                                      runs=runs)]
+
+
+def _stored_numbers(store, specs) -> list[tuple]:
+    return [_numbers(store.load(spec.key())) for spec in specs]
+
+
+def test_runner_resumes_a_stopped_pack_however_it_would_pack_now(offline_paths, tmp_path,
+                                                                  monkeypatch):
+    """A pack of 6 stopped after epoch 17, rerun with another --pack: the runner packs the
+    checkpointed runs together again, ends with the uninterrupted numbers, removes it."""
+    from hamgraph.runner import execute_specs
+    from hamgraph.store import ResultStore
+
+    specs = _grid_specs()
+    whole = ResultStore(tmp_path / "whole")
+    execute_specs(specs, whole, offline_paths, CPU, pack=6, progress=False)
+    store = ResultStore(tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 17)
+        with pytest.raises(Preempted):
+            execute_specs(specs, store, offline_paths, CPU, pack=6, progress=False)
+    assert store.finished_keys() == set()
+    (folder,) = (tmp_path / "stopped" / "checkpoints").glob("pack-*")
+    assert folder == store.pack_checkpoint_dir(s.key() for s in specs)
+    assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["epoch"] == 17
+    outcomes = execute_specs(specs, store, offline_paths, CPU, pack=2, progress=False)
+    assert all(o.ok and o.trained for o in outcomes)
+    assert _stored_numbers(store, specs) == _stored_numbers(whole, specs)
+    assert not (tmp_path / "stopped" / "checkpoints").exists()
+
+
+def test_runner_resumes_a_pack_whose_diverged_run_is_recorded(offline_paths, tmp_path,
+                                                               monkeypatch):
+    """The diverged run of the pack was stored before the stop: the rerun's 2 runs still
+    continue from the pack checkpoint of 3 (the recorded one trains along, not stored again)."""
+    from hamgraph.runner import execute_specs
+    from hamgraph.store import ResultStore
+
+    specs = _grid_specs(lr=0.05, optimizers=(None, HamSettings(100.0, 0.1),
+                                             HamSettings(-1000.0, 0.0)), runs=1)
+    whole = ResultStore(tmp_path / "whole")
+    execute_specs(specs, whole, offline_paths, CPU, pack=3, progress=False)
+    assert [whole.load(s.key()).status for s in specs] == ["ok", "ok", "failed"]
+    store = ResultStore(tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 23)
+        with pytest.raises(Preempted):
+            execute_specs(specs, store, offline_paths, CPU, pack=3, progress=False)
+    assert store.finished_keys() == {specs[2].key()}
+    failed_record = store.record_path(specs[2].key()).read_bytes()
+    logs = []
+    monkeypatch.setattr("hamgraph.train.packed.log.info", lambda *a: logs.append(a[0] % a[1:]))
+    execute_specs(specs, store, offline_paths, CPU, pack="auto", progress=False)
+    assert any("resuming after epoch 23" in line for line in logs)
+    assert store.record_path(specs[2].key()).read_bytes() == failed_record
+    assert _stored_numbers(store, specs) == _stored_numbers(whole, specs)
+    assert not (tmp_path / "stopped" / "checkpoints").exists()
+
+
+def test_runner_ignores_a_pack_checkpoint_of_other_members_and_removes_it(offline_paths, tmp_path,
+                                                                          monkeypatch):
+    from hamgraph.runner import execute_specs, pack_checkpoints
+    from hamgraph.store import ResultStore
+
+    specs = _grid_specs(runs=2)
+    store = ResultStore(tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 12)
+        with pytest.raises(Preempted):
+            execute_specs(specs, store, offline_paths, CPU, pack=4, progress=False)
+    assert [c.members for c in pack_checkpoints(store)] == [tuple(s.key() for s in specs)]
+    fewer = specs[:3]  # the grid changed: one run less, not recorded
+    execute_specs(fewer, store, offline_paths, CPU, pack=4, progress=False)
+    whole = ResultStore(tmp_path / "whole")
+    execute_specs(fewer, whole, offline_paths, CPU, pack=4, progress=False)
+    assert _stored_numbers(store, fewer) == _stored_numbers(whole, fewer)
+    assert pack_checkpoints(store) == []  # superseded by the pack that shared its runs
+
+
+def test_runner_single_node_run_checkpoint_resumes_and_is_removed(offline_paths, tmp_path,
+                                                                   monkeypatch):
+    from hamgraph.runner import execute_specs
+    from hamgraph.store import ResultStore
+
+    (spec,) = _grid_specs(optimizers=(HamSettings(100.0, 0.1),), runs=1)
+    store = ResultStore(tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 14)
+        with pytest.raises(Preempted):
+            execute_specs([spec], store, offline_paths, CPU, progress=False)
+    folder = tmp_path / "stopped" / "checkpoints" / spec.key()
+    assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["epoch"] == 14
+    execute_specs([spec], store, offline_paths, CPU, progress=False)
+    assert _numbers(store.load(spec.key())) == _numbers(train_node_run(
+        spec, resolve_dataset(CSBM), offline_paths, CPU))
+    assert not (tmp_path / "stopped" / "checkpoints").exists()
+
+
+def test_runner_starts_no_new_pack_after_a_stop_request(offline_paths, tmp_path):
+    from hamgraph.runner import execute_specs
+    from hamgraph.store import ResultStore
+
+    preemption.request_stop()
+    with pytest.raises(Preempted):
+        execute_specs(_grid_specs(runs=1), ResultStore(tmp_path), offline_paths, CPU,
+                      progress=False)
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())

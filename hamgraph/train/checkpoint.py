@@ -136,11 +136,7 @@ class Checkpointer:
 
     def clear(self) -> None:
         """Remove the checkpoint (and members.json, and the directory if then empty)."""
-        for path in (self.path, self.directory / MEMBERS_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            self.directory.rmdir()
+        remove_checkpoint(self.directory)
 
 
 def rng_state() -> dict[str, Any]:
@@ -167,3 +163,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def remove_checkpoint(directory: Path) -> None:
+    """Remove the checkpoint in `directory` (and the directory if then empty), if any."""
+    for name in (CHECKPOINT_FILE, MEMBERS_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (Path(directory) / name).unlink()
+    with contextlib.suppress(OSError):
+        Path(directory).rmdir()
+
+
+def pack_members(directory: Path) -> tuple[str, list[str]] | None:
+    """(key, run keys in pack order) of the pack checkpoint in `directory`; None when there is
+    no readable members.json or no checkpoint beside it."""
+    try:
+        data = json.loads((Path(directory) / MEMBERS_FILE).read_text(encoding="utf-8"))
+        key, members = str(data["key"]), [str(k) for k in data["members"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (Path(directory) / CHECKPOINT_FILE).is_file():
+        return None
+    return key, members
