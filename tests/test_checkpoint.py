@@ -423,3 +423,13 @@ def test_runner_starts_no_new_pack_after_a_stop_request(offline_paths, tmp_path)
         execute_specs(_grid_specs(runs=1), ResultStore(tmp_path), offline_paths, CPU,
                       progress=False)
     assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+
+
+def test_checkpoint_of_another_hamgraph_version_is_ignored(tmp_path, monkeypatch, caplog):
+    from hamgraph.train import checkpoint
+
+    Checkpointer(tmp_path, "k").save({"epoch": 3})
+    assert Checkpointer(tmp_path, "k").load()["epoch"] == 3
+    monkeypatch.setattr(checkpoint, "__version__", "0.0.0-other")
+    assert Checkpointer(tmp_path, "k").load() is None
+    assert "written by hamgraph" in caplog.text

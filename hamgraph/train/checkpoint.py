@@ -7,8 +7,8 @@ A checkpoint is written to a temp file, flushed to disk (fsync) and renamed into
 kill at any moment leaves the previous checkpoint or the new one, never half of one. It holds
 everything an epoch depends on (weights, optimizer state incl. HAM's, every RNG and generator,
 the best-epoch tracker, the history so far, the time spent), so the run continues exactly as
-if it had not stopped. A checkpoint that cannot be read (truncated by a full disk, say) is
-ignored with a warning: the run starts over.
+if it had not stopped. A checkpoint that cannot be read (truncated by a full disk, say), or
+that another hamgraph version wrote, is ignored with a warning: the run starts over.
 
 When: node runs and packs save every `checkpoint_interval()` seconds of wall-clock (checked at
 their host syncs, so saving adds no sync to an epoch), and at once when a stop was requested
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hamgraph import __version__
 from hamgraph.atomic import atomic_path, atomic_write_text
 from hamgraph.errors import UserInputError
 
@@ -113,6 +114,10 @@ class Checkpointer:
         if self.members is not None and state.get("members") != self.members:
             log.warning("ignoring %s: it was written for other pack members", self.path)
             return None
+        if state.get("hamgraph_version", __version__) != __version__:
+            log.warning("ignoring %s: written by hamgraph %s, this is %s", self.path,
+                        state["hamgraph_version"], __version__)
+            return None
         return state
 
     def due(self) -> bool:
@@ -128,7 +133,8 @@ class Checkpointer:
                 fsync=True,
             )
         with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
-            torch.save({**state, "key": self.key, "members": self.members}, handle)
+            identity = {"key": self.key, "members": self.members, "hamgraph_version": __version__}
+            torch.save({**state, **identity}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         self._last = time.monotonic()
