@@ -318,7 +318,13 @@ def _pack_checkpointer(pack: list[RunSpec], store: ResultStore) -> tuple[list[Ru
     for checkpoint in pack_checkpoints(store):
         if _resumable(checkpoint, keys, lambda k: store.record_path(k).exists()):
             by_key = {spec.key(): spec for spec in pack}
-            specs = [by_key[k] if k in by_key else store.load(k).spec for k in checkpoint.members]
+            try:
+                specs = [by_key[k] if k in by_key else store.load(k).spec
+                         for k in checkpoint.members]
+            except Exception as exc:  # an unreadable record: train these runs afresh
+                log.warning("not continuing %s: %s: %s", checkpoint.directory,
+                            type(exc).__name__, exc)
+                continue
             if [s.key() for s in specs] == list(checkpoint.members):  # else: a changed record
                 return specs, Checkpointer(
                     checkpoint.directory, checkpoint.key, members=checkpoint.members
