@@ -16,6 +16,13 @@
 # A killed task's claims are taken over by whoever needs them 5 minutes after its last
 # heartbeat (at once on the same host).
 #
+# Preemption and the time limit (docs/preemption.md): Slurm sends SIGUSR1 to hamgraph 120 s
+# before the time limit (--signal below) and SIGTERM before a preemption; hamgraph then writes
+# the checkpoints of the runs and packs in training and exits with 75. This script requeues
+# the task on 75 (a preempted job is requeued by Slurm itself: --requeue), and the requeued
+# task continues where it stopped. Node runs and packs also checkpoint every 5 minutes
+# ($HAMGRAPH_CHECKPOINT_SECONDS), so even a hard kill loses minutes, not packs.
+#
 #   I = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP
 #   N = SLURM_ARRAY_TASK_COUNT (else from the array's min, max and step)
 #
@@ -31,6 +38,8 @@
 #SBATCH --mem=32G
 #SBATCH --time=24:00:00
 #SBATCH --output=slurm-%A_%a.out
+#SBATCH --requeue
+#SBATCH --signal=USR1@120
 set -euo pipefail
 
 GRID="${1:?usage: sbatch --array=0-N configs/slurm-grid.sh GRID.yaml [hamgraph run options]}"
@@ -58,4 +67,14 @@ if [[ -n "${HAMGRAPH_OUT:-}" ]]; then OUT=(--out "$HAMGRAPH_OUT"); fi
 export HAMGRAPH_DATA="${HAMGRAPH_DATA:-${TMPDIR:-/tmp}/hamgraph-data-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}"
 
 echo "hamgraph grid ${GRID}: shard ${SHARD}" >&2
+# SIGTERM also reaches this shell on preemption: wait for hamgraph's checkpoint, do not die first
+trap 'echo "slurm-grid.sh: SIGTERM; waiting for hamgraph to checkpoint" >&2' TERM
+set +e
 srun hamgraph run "$GRID" --shard "$SHARD" ${OUT[@]+"${OUT[@]}"} --device "${HAMGRAPH_DEVICE:-auto}" "$@"
+CODE=$?
+set -e
+if (( CODE == 75 )); then  # hamgraph checkpointed and stopped (SIGUSR1 / SIGTERM): go on later
+  echo "slurm-grid.sh: checkpointed, not finished (exit 75); requeueing job ${SLURM_JOB_ID}" >&2
+  scontrol requeue "$SLURM_JOB_ID" || echo "slurm-grid.sh: requeue failed; resubmit" >&2
+fi
+exit "$CODE"

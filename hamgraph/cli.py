@@ -10,9 +10,11 @@ from pathlib import Path
 
 from hamgraph import __version__
 from hamgraph.errors import HamgraphError, UserInputError
+from hamgraph.preemption import EXIT_PREEMPTED, Preempted, handle_signals
 
 EXIT_USAGE = 2  # bad input: config, names, values, missing files
 EXIT_FAILURE = 1  # anything else hamgraph reports on purpose
+# EXIT_PREEMPTED (75): SIGTERM / SIGUSR1 made `run` / `sweep` checkpoint and stop; rerun it
 
 log = logging.getLogger("hamgraph")
 
@@ -175,7 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command in ("run", "sweep"):  # SIGTERM / SIGUSR1: checkpoint, exit 75
+            with handle_signals():
+                return _dispatch(args)
         return _dispatch(args)
+    except Preempted:
+        print(
+            f"hamgraph: stopped on request (SIGTERM/SIGUSR1) after checkpointing; exit code "
+            f"{EXIT_PREEMPTED}; rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
     except UserInputError as exc:
         print(f"hamgraph: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,7 +8,18 @@ stored (hamgraph.train.packed). Packing is an execution detail: keys, records an
 not know it happened. Graph runs always train one at a time.
 
 Every result is stored the moment it is final (a pack stores a diverged run when it is noticed,
-the others when the pack ends), so a crash or `kill -9` loses at most the runs in training.
+the others when the pack ends), so a crash or `kill -9` loses at most the runs in training,
+and of those only the epochs since their last checkpoint: node runs and packs checkpoint every
+few minutes (hamgraph.train.checkpoint) into the store's `checkpoints/`, and the next call
+continues them. A pack is found again from its runs: a pack checkpoint whose runs are all
+still to train (or already recorded) is planned as that pack again, whatever `--pack` sizes
+now (except `--pack off`); its recorded runs train along but are not stored again. A pack
+checkpoint of other members is ignored, and removed once a pack that shares a run with it
+finishes (or all its runs are recorded). A checkpoint is removed once its run(s) are recorded.
+
+A stop request (SIGTERM / SIGUSR1, hamgraph.preemption) makes the run or pack in training
+checkpoint at its next epoch boundary and raise Preempted, which propagates like
+KeyboardInterrupt (finished results are kept; no new pack starts).
 A pack that runs out of device memory is split in two and retried, down to single runs.
 """
 
@@ -20,13 +31,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hamgraph import provenance
+from hamgraph import preemption, provenance
 from hamgraph.claims import NO_CLAIMS, Claims, Owner
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
@@ -236,6 +248,92 @@ def _failed(spec: RunSpec, kind: OutcomeKind, message: str) -> RunOutcome:
     return RunOutcome(spec, kind, None, message)
 
 
+# --- pack checkpoints ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackCheckpoint:
+    """A pack checkpoint in the store: its directory, key and run keys (in pack order)."""
+
+    directory: Path
+    key: str
+    members: tuple[str, ...]
+
+
+def pack_checkpoints(store: ResultStore) -> list[PackCheckpoint]:
+    """Every readable pack checkpoint of the store (`checkpoints/pack-*/`)."""
+    from hamgraph.train.checkpoint import pack_members
+
+    found = []
+    for directory in sorted((store.root / "checkpoints").glob("pack-*")):
+        read = pack_members(directory)
+        if read is not None:
+            found.append(PackCheckpoint(directory, read[0], tuple(read[1])))
+    return found
+
+
+def _resumable(
+    checkpoint: PackCheckpoint, todo: set[str], recorded: Callable[[str], bool]
+) -> bool:
+    """Whether `checkpoint` continues the runs `todo`: they are all its members, and every
+    other member is recorded (it diverged in the pack, or finished elsewhere)."""
+    members = set(checkpoint.members)
+    return todo <= members and all(recorded(k) for k in members - todo)
+
+
+def _resumed_first(
+    specs: list[RunSpec], store: ResultStore, finished: set[str]
+) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """(packs to continue from their checkpoints, the other specs): the runs of a pack
+    checkpoint whose other members are all recorded form that pack again."""
+    left = {spec.key(): spec for spec in specs}
+    packs = []
+    for checkpoint in pack_checkpoints(store):
+        mine = [k for k in checkpoint.members if k in left]
+        if mine and _resumable(checkpoint, set(mine), finished.__contains__):
+            packs.append([left.pop(k) for k in mine])
+    return packs, list(left.values())
+
+
+def _discard_dead_pack_checkpoints(store: ResultStore, trained: set[str]) -> None:
+    """After a pack of the runs `trained` finished: remove the pack checkpoints of other
+    members that share one of them (ignored, superseded) or whose runs are all recorded."""
+    from hamgraph.train.checkpoint import remove_checkpoint
+
+    for checkpoint in pack_checkpoints(store):
+        members = set(checkpoint.members)
+        if members & trained or all(store.record_path(k).exists() for k in members):
+            remove_checkpoint(checkpoint.directory)
+    with contextlib.suppress(OSError):
+        (store.root / "checkpoints").rmdir()
+
+
+def _pack_checkpointer(pack: list[RunSpec], store: ResultStore) -> tuple[list[RunSpec], object]:
+    """(the specs to train, their Checkpointer) of a node pack: a stored checkpoint that
+    continues exactly these runs (its other members recorded: they are trained along, from
+    their recorded specs), else a new one keyed by these runs."""
+    from hamgraph.train.checkpoint import Checkpointer
+
+    keys = {spec.key() for spec in pack}
+    for checkpoint in pack_checkpoints(store):
+        if _resumable(checkpoint, keys, lambda k: store.record_path(k).exists()):
+            by_key = {spec.key(): spec for spec in pack}
+            try:
+                specs = [by_key[k] if k in by_key else store.load(k).spec
+                         for k in checkpoint.members]
+            except Exception as exc:  # an unreadable record: train these runs afresh
+                log.warning("not continuing %s: %s: %s", checkpoint.directory,
+                            type(exc).__name__, exc)
+                continue
+            if [s.key() for s in specs] == list(checkpoint.members):  # else: a changed record
+                return specs, Checkpointer(
+                    checkpoint.directory, checkpoint.key, members=checkpoint.members
+                )
+    directory = store.pack_checkpoint_dir(keys)
+    members = [spec.key() for spec in pack]
+    return pack, Checkpointer(directory, directory.name, members=members)
+
+
 def _train_pack(
     pack: list[RunSpec],
     paths: DataPaths,
@@ -250,6 +348,7 @@ def _train_pack(
     Trackers get each run's history rows as the trainer copies them to the host.
     """
     from hamgraph import train
+    from hamgraph.train.checkpoint import remove_checkpoint
 
     started = datetime.now(timezone.utc)
     trackers = {
@@ -267,6 +366,9 @@ def _train_pack(
     def keep(result: RunResult) -> None:
         result.provenance = provenance.collect(device, started)
         store.add(result)
+        remove_checkpoint(store.root / "checkpoints" / result.spec.key())  # a single run's
+        with contextlib.suppress(OSError):
+            (store.root / "checkpoints").rmdir()  # if that was the last checkpoint
         trackers[result.spec.key()].finish(result)
         stored(result)
 
@@ -275,7 +377,9 @@ def _train_pack(
             if spec.key() not in done:
                 trackers[spec.key()].abandon()
 
-    if len(pack) == 1:  # today's single-run trainers
+    node = resolve_dataset(pack[0].dataset).task == "node"
+    specs, checkpointer = _pack_checkpointer(pack, store) if node else (pack, None)
+    if len(specs) == 1:  # the single-run trainers
         spec = pack[0]
         try:
             result = train.execute(
@@ -295,14 +399,21 @@ def _train_pack(
     done: set[str] = set()
 
     def keep_once(result: RunResult) -> None:
+        if result.spec.key() not in trackers:  # recorded before: trained along, not stored
+            return
         done.add(result.spec.key())
         keep(result)
 
     def log_epochs(index: int, rows: list[EpochStats]) -> None:
-        trackers[pack[index].key()].log_epochs(rows)
+        tracker = trackers.get(specs[index].key())
+        if tracker is not None:
+            tracker.log_epochs(rows)
 
     try:
-        train_node_pack(pack, info, paths, device, on_result=keep_once, on_epochs=log_epochs)
+        train_node_pack(specs, info, paths, device, on_result=keep_once, on_epochs=log_epochs,
+                        checkpointer=checkpointer)  # type: ignore[arg-type]
+        checkpointer.clear()  # type: ignore[union-attr]
+        _discard_dead_pack_checkpoints(store, {spec.key() for spec in specs})
         return
     except BaseException as exc:
         abandon_unfinished(done)
@@ -376,7 +487,8 @@ def execute_specs(
                 sizes[shape] = 1
         return sizes[shape]
 
-    planned = plan_packs(todo, pack, size_for)
+    resumed, fresh = _resumed_first(todo, store, finished) if pack != "off" else ([], todo)
+    planned = resumed + plan_packs(fresh, pack, size_for)
     if isinstance(pack, int) and device.type == "cpu":
         _warn_slow_cpu_packs(planned, paths)
     unavailable: dict[str, str] = {}
@@ -395,6 +507,7 @@ def execute_specs(
         )) as packs,
     ):
         for members in packs:
+            preemption.check()  # a stop request: no new pack starts
             first = members[0]
             label = _pack_label(members)
             bar.set_description(label)

@@ -32,7 +32,9 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hamgraph import preemption
 from hamgraph.errors import HamgraphError, UserInputError
+from hamgraph.preemption import EXIT_PREEMPTED, Preempted
 from hamgraph.runner import PackSize, RunOutcome, outcome_of, plan_packs
 from hamgraph.specs import RunSpec
 from hamgraph.store import ResultStore
@@ -224,17 +226,46 @@ def work(job: WorkerJob) -> None:
 
 
 def _worker_main(job: WorkerJob) -> None:
-    """Entry point of a spawned worker. Exit code 2: bad input, 1: other hamgraph errors."""
+    """Entry point of a spawned worker. Exit code 2: bad input, 1: other hamgraph errors,
+    EXIT_PREEMPTED: stopped by SIGTERM / SIGUSR1 (from the parent) after checkpointing."""
     _log_to_file(job)
     _watch_parent(job.parent)
     try:
-        work(job)
+        with preemption.handle_signals():
+            work(job)
+    except Preempted:
+        log.warning("worker %d: stopped on request after checkpointing", job.index)
+        raise SystemExit(EXIT_PREEMPTED) from None
     except UserInputError as exc:
         log.error("hamgraph: error: %s", exc)
         raise SystemExit(2) from None
     except HamgraphError as exc:
         log.error("hamgraph: error: %s", exc)
         raise SystemExit(1) from None
+
+
+def _follow(procs: list, store: ResultStore, keys: set[str], seen: set[str]) -> None:
+    """Show progress (records of `keys` in the store) and log each finished run until every
+    worker has exited."""
+    from hamgraph.runner import log_result
+
+    with logging_redirect_tqdm(), tqdm(total=len(keys), initial=len(seen), unit="run",
+                                       disable=None) as bar:
+        while True:
+            running = any(proc.is_alive() for proc in procs)
+            new = (store.finished_keys() & keys) - seen
+            for key in sorted(new):
+                try:
+                    log_result(store.load(key))
+                except (OSError, ValueError):  # replaced meanwhile: counted anyway
+                    pass
+            seen |= new
+            bar.update(len(new))
+            if not running:
+                break
+            time.sleep(POLL_SECONDS)
+    for proc in procs:
+        proc.join()
 
 
 def run_workers(
@@ -252,10 +283,10 @@ def run_workers(
     The parent shows one progress bar (finished records of `specs` in the store) and logs each
     finished run. Returns one line per worker that did not exit cleanly (empty: all did);
     UserInputError if a worker exited with 2. Ctrl-C stops the workers and propagates.
+    SIGTERM / SIGUSR1 are forwarded to the workers (they checkpoint and exit); once all have
+    exited, Preempted is raised (also when a worker alone was stopped that way).
     """
     import torch
-
-    from hamgraph.runner import log_result
 
     store = ResultStore(out)
     keys = {spec.key() for spec in specs}
@@ -275,23 +306,8 @@ def run_workers(
     for proc in procs:
         proc.start()
     try:
-        with logging_redirect_tqdm(), tqdm(total=len(keys), initial=len(seen), unit="run",
-                                           disable=None) as bar:
-            while True:
-                running = any(proc.is_alive() for proc in procs)
-                new = (store.finished_keys() & keys) - seen
-                for key in sorted(new):
-                    try:
-                        log_result(store.load(key))
-                    except (OSError, ValueError):  # replaced meanwhile: counted anyway
-                        pass
-                seen |= new
-                bar.update(len(new))
-                if not running:
-                    break
-                time.sleep(POLL_SECONDS)
-        for proc in procs:
-            proc.join()
+        with preemption.forward_to([proc.pid for proc in procs if proc.pid is not None]):
+            _follow(procs, store, keys, seen)
     except KeyboardInterrupt:
         for proc in procs:
             proc.terminate()
@@ -299,6 +315,8 @@ def run_workers(
             proc.join()
         raise
     codes = [proc.exitcode for proc in procs]
+    if preemption.stop_requested() or EXIT_PREEMPTED in codes:
+        raise Preempted
     errors = [f"worker {i} ({devices[i]}) exited with code {code}"
               for i, code in enumerate(codes) if code != 0]
     if any(code == 2 for code in codes):

@@ -250,6 +250,10 @@ class EpochStats:
     lr: float
     sign_flips: int  # HAM-targeted weights whose sign changed since the previous epoch
     mean_abs_weight: float  # mean |w| over the HAM-targeted weights
+    # training time (forward, backward, optimizer step) up to and including this epoch,
+    # excluding evaluation; a pack's runs get the pack's time / M. NaN: not measured (records
+    # written before this field existed). A time, not a number of the run: == ignores it
+    train_seconds: float = field(default=math.nan, compare=False)
 
 
 @dataclass

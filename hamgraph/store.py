@@ -3,7 +3,8 @@
     ROOT/records/<key>.json     the full RunResult (RunSpec.to_dict() included); the source of truth
     ROOT/history/<key>.csv      per-epoch EpochStats of the run
     ROOT/runs.csv               one row per recorded run, regenerated from records/
-    ROOT/checkpoints/<key>/     for trainers that checkpoint (graph runs)
+    ROOT/checkpoints/<key>/     the checkpoint of a run in training (hamgraph.train.checkpoint)
+    ROOT/checkpoints/pack-<h>/  the checkpoint of a pack in training, h = hash of its run keys
 
 What "finished" means: a run is finished iff `records/<key>.json` exists. `add()` writes the
 history first, then the record, each to a temp file renamed into place (`os.replace`), so a
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -188,6 +190,12 @@ class ResultStore:
         path = self.root / "checkpoints" / spec.key()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def pack_checkpoint_dir(self, keys: Iterable[str]) -> Path:
+        """`ROOT/checkpoints/pack-<hash of the sorted run keys>/` of a pack (not created): the
+        same set of runs finds the same directory whatever their order."""
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+        return self.root / "checkpoints" / f"pack-{digest}"
 
     def prepare(self) -> None:
         """Create the directories, remove dead temp files and repair runs.csv (start of a grid)."""

@@ -15,6 +15,9 @@
 # $HOME or a project dir); it is safe for many writers (atomic files + a file lock).
 # Trials of a node that dies are failed and re-queued once their heartbeat is older than the
 # grace period (3 minutes); their finished runs are reused.
+# Preemption and the time limit (docs/preemption.md): Slurm sends SIGUSR1 120 s before the time
+# limit and SIGTERM before a preemption; every worker checkpoints its pack, queues its open
+# trials again, and exits with 75, on which this script requeues the task.
 #
 #SBATCH --job-name=hamgraph-sweep
 #SBATCH --nodes=1
@@ -24,6 +27,8 @@
 #SBATCH --mem=32G
 #SBATCH --time=24:00:00
 #SBATCH --output=slurm-%A_%a.out
+#SBATCH --requeue
+#SBATCH --signal=USR1@120
 set -euo pipefail
 
 SWEEP_FILE="${1:?usage: sbatch --array=0-N sweeps/slurm-array.sh SWEEP.yaml}"
@@ -40,8 +45,18 @@ export SLURM_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-0}"
 # Each worker asks several trials at once and trains their runs as packs on its GPU
 # (--batch N, default: the cells left; --pack auto sizes the packs from free memory).
 
+# SIGTERM also reaches this shell on preemption: wait for hamgraph's checkpoint, do not die first
+trap 'echo "slurm-array.sh: SIGTERM; waiting for hamgraph to checkpoint" >&2' TERM
+set +e
 srun hamgraph sweep "$SWEEP_FILE" \
   --storage "$HAMGRAPH_STORAGE" \
   --workers "$WORKERS" \
   --out "$OUT" \
   --device auto
+CODE=$?
+set -e
+if (( CODE == 75 )); then  # hamgraph checkpointed and stopped (SIGUSR1 / SIGTERM): go on later
+  echo "slurm-array.sh: checkpointed, not finished (exit 75); requeueing job ${SLURM_JOB_ID}" >&2
+  scontrol requeue "$SLURM_JOB_ID" || echo "slurm-array.sh: requeue failed; resubmit" >&2
+fi
+exit "$CODE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from test_graph_data import (  # molhiv_subset: a session fixture
     write_ppa,
 )
 
+from hamgraph import preemption
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
+from hamgraph.preemption import Preempted
 from hamgraph.presets.graph import graph_params
 from hamgraph.specs import HamSettings, OptimizerSpec, RunSpec
 from hamgraph.train import execute
@@ -84,9 +87,10 @@ def test_same_seed_same_numbers_and_adam_differs(paths):
 
 
 def _comparable(result):
-    """Everything but the wall time; NaN (the graph runs' `train`) made comparable."""
+    """Everything but the wall times; NaN (the graph runs' `train`) made comparable."""
     rows = [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(h).items()}
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(h).items()
+         if k != "train_seconds"}
         for h in result.history
     ]
     return (result.status, result.val, result.test, result.best_epoch, result.epochs, rows)
@@ -115,6 +119,43 @@ def test_resume_after_crash_gives_identical_result(paths, tmp_path, monkeypatch)
     resumed = execute(spec, paths, CPU, ckpt)
     assert _comparable(resumed) == _comparable(straight)
     assert not (ckpt / graph_trainer.CHECKPOINT_FILE).exists()
+
+
+def test_stop_request_checkpoints_then_resume_is_identical(paths, tmp_path, monkeypatch):
+    """SIGTERM / SIGUSR1 (a stop request) ends a graph run after its next epoch's checkpoint;
+    the resumed run has the uninterrupted numbers and keeps the training time spent so far."""
+    spec = _spec(epochs=4)
+    straight = execute(spec, paths, CPU, tmp_path / "straight")
+    seen = {"epochs": 0}
+    monkeypatch.setattr(preemption, "stop_requested", lambda: seen["epochs"] >= 2)
+    ckpt = tmp_path / "resumed"
+    with pytest.raises(Preempted):
+        execute(spec, paths, CPU, ckpt, on_epochs=lambda rows: seen.update(epochs=rows[-1].epoch))
+    monkeypatch.undo()
+    saved = torch.load(ckpt / graph_trainer.CHECKPOINT_FILE, weights_only=True)
+    assert saved["epoch"] == 2
+    resumed = execute(spec, paths, CPU, ckpt)
+    assert _comparable(resumed) == _comparable(straight)
+    seconds = [h.train_seconds for h in resumed.history]
+    assert seconds[:2] == [row["train_seconds"] for row in saved["history"]]
+    assert all(s > 0 for s in seconds) and seconds == sorted(seconds)
+
+
+def test_train_seconds_exclude_evaluation(paths, monkeypatch):
+    """Evaluation advances a fake clock by 1000 s: the wall time sees it, train_seconds not."""
+    offset = {"s": 0.0}
+    real_clock, real_evaluate = time.perf_counter, graph_trainer.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        offset["s"] += 1000.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + offset["s"])
+    monkeypatch.setattr(graph_trainer, "evaluate", slow_evaluate)
+    result = execute(_spec(epochs=2), paths, CPU)
+    assert result.seconds >= 4000
+    seconds = [h.train_seconds for h in result.history]
+    assert 0 < seconds[0] < seconds[1] < 1000
 
 
 def test_checkpoint_of_another_run_is_ignored(paths, tmp_path):

@@ -390,3 +390,30 @@ def test_slurm_script_derives_the_shard(tmp_path: Path, env: dict[str, str], sha
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["hamgraph", "run", "configs/paper-best.yaml", "--shard", shard,
                                    "--device", "auto", "--pack", "16"]
+
+
+@pytest.mark.parametrize("script", ["configs/slurm-grid.sh", "sweeps/slurm-array.sh"])
+@pytest.mark.parametrize(("code", "requeued"), [(75, True), (0, False), (1, False)])
+def test_slurm_scripts_requeue_when_hamgraph_checkpointed(tmp_path: Path, script, code,
+                                                          requeued) -> None:
+    """Exit 75 (EXIT_PREEMPTED: checkpointed, not finished) requeues the task; the scripts ask
+    Slurm for the signal and stay requeueable."""
+    from hamgraph.preemption import EXIT_PREEMPTED
+
+    assert EXIT_PREEMPTED == 75
+    text = (REPO / script).read_text()
+    assert "#SBATCH --requeue\n" in text and "#SBATCH --signal=USR1@120\n" in text
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bin_dir / "srun").write_text(f"#!/bin/sh\nexit {code}\n")
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "7",
+           "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "1", "TMPDIR": str(tmp_path),
+           "HAMGRAPH_STORAGE": "postgresql://u:p@db:5432/h", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", str(REPO / script), "grid.yaml"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert (calls.read_text() if calls.exists() else "") == ("requeue 7\n" if requeued else "")

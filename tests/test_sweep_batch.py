@@ -199,3 +199,41 @@ def test_sweep_tracks_every_run_in_one_group_per_study(tmp_path: Path) -> None:
     config = b"".join(v.tensor_proto.string_val[0] for v in texts if v.tensor_proto.string_val)
     assert b"ham(200, 0.1)" in config and b"provenance" in config
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4, 5]
+
+
+def test_a_stopped_sweep_queues_its_open_trials_again_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM / SIGUSR1 (Preempted out of the trainer): the batch's open trials FAIL with outcome
+    "preempted" and are queued again, so the rerun finishes every cell without waiting for the
+    stale grace period."""
+    from hamgraph import preemption, train
+    from hamgraph.preemption import Preempted
+
+    calls = {"n": 0}
+
+    def stopped_on_the_third_run(spec, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Preempted
+        return RunResult(spec, "accuracy", "ok", 0.5, 0.4, 1, 1, 0.01)
+
+    monkeypatch.setattr(train, "execute", stopped_on_the_third_run)
+    path = write_sweep(tmp_path, grid_body("stop"))  # the baseline + 4 HAM cells, 1 run each
+    out = tmp_path / "out"
+    with pytest.raises(Preempted):
+        sw.run_sweep(path, out=out, device="cpu", pack="off")
+    trials = trials_of(path)
+    preempted = [t for t in trials if t.user_attrs.get("outcome") == "preempted"]
+    assert preempted and all(t.state == TrialState.FAIL for t in preempted)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["cell"] for t in waiting) == sorted(
+        t.user_attrs["cell"] for t in preempted)
+
+    preemption.reset()
+    monkeypatch.setattr(train, "execute", lambda spec, *a, **k: RunResult(
+        spec, "accuracy", "ok", 0.5, 0.4, 1, 1, 0.01))
+    assert sw.run_sweep(path, out=out, device="cpu", pack="off").finished
+    sweep = sw.load_sweep(path)
+    assert_each_cell_once(trials_of(path), [c.label for c in sweep.search.cells(sweep.baseline)])

@@ -17,7 +17,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from hamgraph import preemption
 from hamgraph.errors import HamgraphError, UserInputError
+from hamgraph.preemption import EXIT_PREEMPTED, Preempted
 from hamgraph.runner import PackSize, execute_specs, stale_keys
 from hamgraph.specs import RunSpec
 from hamgraph.store import ResultStore
@@ -206,14 +208,17 @@ def run_sweep(
                              name=f"hamgraph-sweep-{i}") for i in range(workers)]
         for proc in procs:
             proc.start()
-        try:
-            for proc in procs:
-                proc.join()
+        try:  # SIGTERM / SIGUSR1 reach the workers too: they checkpoint and exit
+            with preemption.forward_to([p.pid for p in procs if p.pid is not None]):
+                for proc in procs:
+                    proc.join()
         except KeyboardInterrupt:
             for proc in procs:
                 proc.terminate()
             raise
         codes = [proc.exitcode for proc in procs]
+        if preemption.stop_requested() or EXIT_PREEMPTED in codes:
+            raise Preempted
         errors = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
         if any(c == 2 for c in codes):
             raise UserInputError(f"sweep {sweep.name}: {'; '.join(errors)} (see above)")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 A_CELL = CELL  # user attr: the cell label, the key of the duplicate guard
 A_OPT, A_ALPHA, A_BETA = "optimizer", "alpha", "beta"  # user attrs, readable in the dashboard
 A_OUTCOME = "outcome"  # user attr: complete | diverged | pruned | duplicate | stale | error
+# | preempted
 A_REASON = "reason"  # user attr: why a trial failed / was pruned
 S_OWNER = "hamgraph:owner"  # system attr: {"trial", "host", "pid", "start"}
 S_HEARTBEAT = "hamgraph:heartbeat"  # system attr (every storage): unix time of the last beat
@@ -101,6 +102,20 @@ def recover_stale(study: optuna.Study) -> list[int]:
         log.warning("%s: trial %d of a dead worker failed and queued again",
                     study.study_name, trial.number)
     return failed
+
+
+def requeue_preempted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """A trial whose worker was stopped (SIGTERM / SIGUSR1, hamgraph.preemption): FAIL with
+    outcome "preempted" (not evaluated, its cell stays open) and a retry queued at once, so
+    the next worker continues it from its checkpoints without waiting for the grace period."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, A_OUTCOME, "preempted")
+        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    _enqueue_retry(study, storage.get_trial(trial._trial_id))
 
 
 def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:

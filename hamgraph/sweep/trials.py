@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from hamgraph.cells import summarize
 from hamgraph.errors import DatasetUnavailableError, HamgraphError
+from hamgraph.preemption import Preempted
 from hamgraph.runner import PackSize, RunOutcome, execute_specs
 from hamgraph.specs import RunResult, RunSpec
 from hamgraph.store import ResultStore, run_row
@@ -148,20 +149,14 @@ def run_batch(ctx: StudyContext, trials: list[optuna.Trial]) -> None:
     """
     opens = [o for o in (_claim(ctx, t) for t in trials) if o is not None]
     errors: list[RunOutcome] = []
-    with co.Heartbeat([o.trial for o in opens]):
-        stages = _stages(opens, ctx.prune)
-        for number, stage in enumerate(stages):
-            stage = [(o, s) for o, s in stage if not o.closed]
-            if not stage:
-                continue
-            outcomes = execute_specs([s for _, s in stage], ctx.store, ctx.paths, ctx.device,
-                                     pack=ctx.pack, tracking=ctx.tracking)
-            by_trial: dict[int, list[RunOutcome]] = {}
-            for (o, _spec), outcome in zip(stage, outcomes, strict=True):
-                by_trial.setdefault(o.trial.number, []).append(outcome)
-            last = number == len(stages) - 1
-            for o in {o.trial.number: o for o, _ in stage}.values():
-                _settle_stage(ctx, o, by_trial[o.trial.number], errors, last)
+    try:
+        with co.Heartbeat([o.trial for o in opens]):
+            _run_stages(ctx, opens, errors)
+    except Preempted:  # SIGTERM / SIGUSR1: the open trials are retried by the next worker
+        for o in opens:
+            if not o.closed:
+                co.requeue_preempted(ctx.study, o.trial)
+        raise
     for o in opens:
         if not o.closed:
             _complete(ctx, o)
@@ -172,6 +167,22 @@ def run_batch(ctx: StudyContext, trials: list[optuna.Trial]) -> None:
         if first.kind == "unavailable":
             raise DatasetUnavailableError(f"{message}{more}")
         raise HamgraphError(f"{message}{more}")
+
+
+def _run_stages(ctx: StudyContext, opens: list[_Open], errors: list[RunOutcome]) -> None:
+    stages = _stages(opens, ctx.prune)
+    for number, stage in enumerate(stages):
+        stage = [(o, s) for o, s in stage if not o.closed]
+        if not stage:
+            continue
+        outcomes = execute_specs([s for _, s in stage], ctx.store, ctx.paths, ctx.device,
+                                 pack=ctx.pack, tracking=ctx.tracking)
+        by_trial: dict[int, list[RunOutcome]] = {}
+        for (o, _spec), outcome in zip(stage, outcomes, strict=True):
+            by_trial.setdefault(o.trial.number, []).append(outcome)
+        last = number == len(stages) - 1
+        for o in {o.trial.number: o for o, _ in stage}.values():
+            _settle_stage(ctx, o, by_trial[o.trial.number], errors, last)
 
 
 def _settle_stage(ctx: StudyContext, o: _Open, outcomes: list[RunOutcome],

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import optuna
 
+from hamgraph import preemption
 from hamgraph.errors import HamgraphError, UserInputError
+from hamgraph.preemption import EXIT_PREEMPTED, Preempted
 from hamgraph.runner import PackSize
 from hamgraph.sweep import coordination as co
 from hamgraph.sweep.schema import Sweep, study_name
@@ -136,13 +138,18 @@ def set_optuna_verbosity(level: int) -> None:
 
 
 def worker_main(job: Job) -> None:
-    """Entry point of a spawned worker process. Exit code 2: bad input, 1: other errors."""
+    """Entry point of a spawned worker process. Exit code 2: bad input, 1: other errors,
+    EXIT_PREEMPTED: stopped by SIGTERM / SIGUSR1 (from the parent) after checkpointing."""
     logging.basicConfig(level=job.log_level, format="%(message)s")
     set_optuna_verbosity(job.log_level)
     if job.parent is not None:
         _watch_parent(job.parent)
     try:
-        work(job)
+        with preemption.handle_signals():
+            work(job)
+    except Preempted:
+        log.warning("worker %d: stopped on request after checkpointing", job.index)
+        raise SystemExit(EXIT_PREEMPTED) from None
     except UserInputError as exc:
         log.error("hamgraph: error: worker %d: %s", job.index, exc)
         raise SystemExit(2) from None

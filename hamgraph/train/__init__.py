@@ -46,15 +46,21 @@ def execute(
 ) -> RunResult:
     """Train one run. A diverging run comes back as a failed RunResult, not as an exception.
 
-    `checkpoint_dir` (graph runs): where the per-epoch checkpoint of this run lives, so an
-    interrupted run continues from its last finished epoch. `on_epochs` receives the history
-    rows as they reach the host (every few epochs; no extra device sync), e.g. for trackers.
+    `checkpoint_dir`: where the checkpoint of this run lives, so an interrupted run continues
+    from its last checkpoint (graph runs: after every epoch, removed when the run returns;
+    node runs: every few minutes, removed by the caller once the result is stored, see
+    hamgraph.train.checkpoint). `on_epochs` receives the history rows as they reach the host
+    (every few epochs; no extra device sync), e.g. for trackers. A stop request
+    (hamgraph.preemption) raises Preempted after writing the checkpoint.
     """
     info = resolve_dataset(spec.dataset)
     if info.task == "node":
+        from hamgraph.train.checkpoint import Checkpointer
         from hamgraph.train.node import train_node_run
 
-        return train_node_run(spec, info, paths, device, on_epochs=on_epochs)
+        checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, spec.key())
+        return train_node_run(spec, info, paths, device, on_epochs=on_epochs,
+                              checkpointer=checkpointer)
     from hamgraph.train.graph import train_graph_run
 
     return train_graph_run(spec, info, paths, device, checkpoint_dir, on_epochs=on_epochs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -112,17 +113,29 @@ def divergence_reason(value: float, epoch: int) -> str:
     return f"loss became {what} at epoch {epoch}"
 
 
-def epoch_stats(rows: Tensor, lrs: Sequence[float], first_epoch: int = 1) -> list[EpochStats]:
+def epoch_stats(
+    rows: Tensor,
+    lrs: Sequence[float],
+    first_epoch: int = 1,
+    train_seconds: Sequence[float] | None = None,
+) -> list[EpochStats]:
     """History rows [n, len(HISTORY_COLUMNS)] (any device) -> EpochStats, one host transfer."""
-    return stats_from_values(rows.detach().double().cpu().tolist(), lrs, first_epoch)
+    return stats_from_values(
+        rows.detach().double().cpu().tolist(), lrs, first_epoch, train_seconds
+    )
 
 
 def stats_from_values(
-    values: Sequence[Sequence[float]], lrs: Sequence[float], first_epoch: int = 1
+    values: Sequence[Sequence[float]],
+    lrs: Sequence[float],
+    first_epoch: int = 1,
+    train_seconds: Sequence[float] | None = None,
 ) -> list[EpochStats]:
-    """`epoch_stats` of rows already on the host as lists of floats."""
+    """`epoch_stats` of rows already on the host as lists of floats; `train_seconds`: the
+    cumulative training time of each row's epoch (NaN when not given)."""
     out = []
-    for offset, (row, lr) in enumerate(zip(values, lrs, strict=True)):
+    seconds = [math.nan] * len(values) if train_seconds is None else train_seconds
+    for offset, (row, lr, spent) in enumerate(zip(values, lrs, seconds, strict=True)):
         stats = dict(zip(HISTORY_COLUMNS, row, strict=True))
         flips = stats["sign_flips"]
         out.append(
@@ -135,6 +148,55 @@ def stats_from_values(
                 lr=float(lr),
                 sign_flips=int(flips) if math.isfinite(flips) else 0,
                 mean_abs_weight=stats["mean_abs_weight"],
+                train_seconds=float(spent),
             )
         )
     return out
+
+
+class TrainClock:
+    """Cumulative training time per epoch, evaluation excluded, without a host sync per epoch.
+
+    `start()` / `stop()` bracket the training part of each epoch. On CUDA they record a pair
+    of `torch.cuda.Event(enable_timing=True)` on the current stream; the pairs are read in
+    `settle()`, which the trainer calls where it syncs anyway (its history transfer has waited
+    for the stream, so the events are done). Elsewhere they read `time.perf_counter()` (CPU
+    work is synchronous). `totals[e - 1]`: seconds spent training in epochs 1..e, including
+    `offset` (the time before a resume).
+    """
+
+    def __init__(self, device: torch.device, totals: Sequence[float] = ()) -> None:
+        self.cuda = device.type == "cuda"
+        self.totals: list[float] = [float(t) for t in totals]
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._begun: torch.cuda.Event | float | None = None
+
+    def start(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._begun = event
+        else:
+            self._begun = time.perf_counter()
+
+    def stop(self) -> None:
+        begun, self._begun = self._begun, None
+        if begun is None:
+            raise RuntimeError("TrainClock.stop() without start()")
+        if isinstance(begun, float):
+            self._add(time.perf_counter() - begun)
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        self._pending.append((begun, end))
+
+    def _add(self, seconds: float) -> None:
+        self.totals.append((self.totals[-1] if self.totals else 0.0) + seconds)
+
+    def settle(self) -> list[float]:
+        """Read the recorded CUDA events (they must be done: call after a sync); -> totals."""
+        pending, self._pending = self._pending, []
+        for begun, end in pending:
+            end.synchronize()  # already complete after the caller's sync: returns at once
+            self._add(begun.elapsed_time(end) / 1000.0)
+        return self.totals

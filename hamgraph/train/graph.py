@@ -12,14 +12,15 @@ order of epoch e is drawn from a generator seeded by (seed, e), so it does not d
 a run was resumed. The checkpoint is deleted when the run returns its RunResult (ok or failed):
 from then on the result store's record is the source of truth. Known limit: two processes
 training the same spec into the same checkpoint_dir overwrite each other's checkpoints.
+A stop request (SIGTERM / SIGUSR1, hamgraph.preemption) raises Preempted after the next
+epoch's checkpoint. `train_seconds` of each history row: training time so far (the epoch's
+training pass, evaluation excluded), carried across a resume.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,19 +36,34 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
-from hamgraph.atomic import atomic_path
+from hamgraph import preemption
 from hamgraph.data.ogbg import Code2Vocab, GraphDataset, load_graph_dataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
 from hamgraph.errors import UserInputError
 from hamgraph.models.gcnplus import build_graph_model
 from hamgraph.optim import build_optimizer, ham_target_params
+from hamgraph.preemption import Preempted
 from hamgraph.specs import EpochStats, GraphParams, GraphTask, RunResult, RunSpec, TargetName
-from hamgraph.train.common import BestTracker, WeightDiagnostics, divergence_reason, seed_everything
+from hamgraph.train.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpointer,
+    NullCheckpointer,
+    rng_state,
+    set_rng_state,
+)
+from hamgraph.train.common import (
+    BestTracker,
+    TrainClock,
+    WeightDiagnostics,
+    divergence_reason,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "TARGETS",
     "Checkpointer",
     "NullCheckpointer",
@@ -56,9 +72,6 @@ __all__ = [
     "train_graph_run",
     "warmup_cosine",
 ]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
 
 # --------------------------------------------------------------------------------------------
 # Schedule, losses, evaluation
@@ -164,68 +177,6 @@ def evaluate(
 # Checkpoints
 
 
-class NullCheckpointer:
-    """No checkpoint directory: nothing is saved, nothing is resumed."""
-
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-
-class Checkpointer:
-    """`<directory>/checkpoint.pt`, written atomically (temp file + os.replace)."""
-
-    def __init__(self, directory: Path, key: str) -> None:
-        self.path = Path(directory) / CHECKPOINT_FILE
-        self.key = key
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        if state.get("key") != self.key:
-            log.warning("ignoring %s: it belongs to run %s", self.path, state.get("key"))
-            return None
-        return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        with atomic_path(self.path) as tmp:
-            torch.save({**state, "key": self.key}, tmp)
-
-    def clear(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        # numpy's state as plain values, so the checkpoint loads with weights_only=True
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(_as_tuple(state["python"]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     """The shuffling seed of one epoch: a function of (seed, epoch) only."""
     state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
@@ -302,6 +253,7 @@ def train_graph_run(
         NullCheckpointer() if checkpoint_dir is None else Checkpointer(checkpoint_dir, spec.key())
     )
     state = checkpointer.load()
+    clock = TrainClock(device)  # training time per epoch, evaluation excluded
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -311,7 +263,8 @@ def train_graph_run(
         )
         history = [EpochStats(**row) for row in state["history"]]
         seconds_before = float(state["seconds"])
-        _set_rng_state(state["rng"])
+        clock = TrainClock(device, [row.train_seconds for row in history])
+        set_rng_state(state["rng"])
         log.info("%s: resuming after epoch %d", spec.key(), len(history))
     diagnostics = WeightDiagnostics(ham_target_params(model))  # signs as of the last epoch
 
@@ -356,11 +309,14 @@ def train_graph_run(
         with tqdm(
             total=len(train_loader), desc=f"epoch {epoch}", unit="batch", disable=None, leave=False
         ) as bar:
+            clock.start()
             loss_t = _train_epoch(
                 model, train_loader, data.task, optimizer, params.grad_clip, device, bar
             )
+            clock.stop()
         flips_t, mean_abs_t = diagnostics.update()
         loss = float(loss_t)  # the one sync of the training phase
+        train_seconds = clock.settle()[-1]
         if not math.isfinite(loss):
             epochs.close()
             checkpointer.clear()
@@ -382,6 +338,7 @@ def train_graph_run(
                 lr=lr,
                 sign_flips=int(flips_t),
                 mean_abs_weight=float(mean_abs_t),
+                train_seconds=train_seconds,
             )
         )
         if on_epochs is not None:
@@ -399,9 +356,13 @@ def train_graph_run(
                 "best": {"val": tracker.val, "test": tracker.test, "epoch": tracker.epoch},
                 "history": [asdict(row) for row in history],
                 "seconds": seconds_before + time.perf_counter() - started,
-                "rng": _rng_state(),
+                "rng": rng_state(),
             }
         )
+        if preemption.stop_requested() and epoch < params.epochs:  # SIGTERM / SIGUSR1
+            epochs.close()
+            log.warning("%s: stopped after epoch %d (checkpointed)", spec.key(), epoch)
+            raise Preempted
     epochs.close()
 
     checkpointer.clear()

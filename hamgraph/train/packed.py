@@ -21,6 +21,11 @@ device buffer [M, epochs, 6]; every `SYNC_EVERY` epochs the new rows are copied 
 A model whose loss became non-finite is then frozen (no gradient from then on; its columns never
 mix with the others') and its failed RunResult is final at once (`on_result`); the others go on.
 
+Checkpoints, as in `train_node_run`: the pack's whole state (stacked weights, optimizer, every
+model's generator, trackers, histories, which models are frozen and why) every few minutes at
+a sync and on a stop request; the pack resumes from it bit-identically. `train_seconds` of a
+run's history is the pack's training time / M, like `seconds`.
+
 The base optimizer is one instance of the spec's base class over the stacked parameters. For
 an elementwise optimizer (`ELEMENTWISE_BASES`: Adam, AdamW, SGD, ...) that is M independent
 optimizers; any other base (LBFGS's line search, Adafactor's factored moments, a LAMB-style
@@ -43,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hamgraph import preemption
 from hamgraph.data.node import NodeDataset
 from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import DatasetInfo
@@ -50,15 +56,19 @@ from hamgraph.errors import ConfigError
 from hamgraph.models.packed import PackedGNN
 from hamgraph.optim import build_optimizer, hyperbolic_step_
 from hamgraph.optim.factory import check_ham_base, resolve_base
+from hamgraph.preemption import Preempted
 from hamgraph.specs import EpochStats, HamSettings, OptimizerSpec, RunResult, RunSpec
+from hamgraph.train.checkpoint import Checkpointer, NullCheckpointer, rng_state, set_rng_state
 from hamgraph.train.common import (
     HISTORY_COLUMNS,
     BestTracker,
+    TrainClock,
     divergence_reason,
     stats_from_values,
 )
 from hamgraph.train.metrics import ROW_METRICS, resolve_metric
 from hamgraph.train.node import (
+    BEST_FIELDS,
     SYNC_EVERY,
     build_seeded_model,
     check_node_spec,
@@ -272,12 +282,17 @@ def train_node_pack(
     dtype: torch.dtype = torch.float32,
     on_result: Callable[[RunResult], None] | None = None,
     on_epochs: Callable[[int, list[EpochStats]], None] | None = None,
+    checkpointer: Checkpointer | NullCheckpointer | None = None,
 ) -> list[RunResult]:
     """Train the runs `specs` (equal `pack_signature`) as one packed model.
 
     Returns their RunResults in spec order. `on_result(result)` is called as each becomes
     final: a diverged run's as soon as noticed (at a sync), the others' at the end.
     `on_epochs(i, rows)`: at every sync, the epochs run i finished since the last one.
+    `checkpointer`: the pack's checkpoint (its `members` must be the specs' keys in order), as
+    in `train_node_run`: resumed when present, saved when due at a sync and on a stop request
+    (then Preempted is raised). A resumed pack does not call `on_result` again for runs that
+    diverged before the checkpoint (they were final then); it returns them all the same.
     """
     specs = list(specs)
     if not specs:
@@ -286,6 +301,10 @@ def train_node_pack(
     params = check_node_spec(specs[0], info)
     started = time.perf_counter()
     size = len(specs)
+    checkpointer = checkpointer or NullCheckpointer()
+    members = getattr(checkpointer, "members", None)
+    if members is not None and members != [spec.key() for spec in specs]:
+        raise ValueError(f"pack checkpoint {checkpointer.path}: written for other members")
 
     # -- data and the models, each seeded as its single run, stacked into one
     data = load_node_data(info, paths)
@@ -303,7 +322,6 @@ def train_node_pack(
     optimizer = build_optimizer(model, base, lr=params.lr, weight_decay=params.weight_decay)
     ham_targets = model.ham_target_params()
     ham = _HamStep(specs, ham_targets)
-    diagnostics = PackedDiagnostics(ham_targets)
     metric_rows = ROW_METRICS.get(info.metric)
     metric = resolve_metric(info.metric)
     best = BestTracker(device, (size,))
@@ -314,8 +332,34 @@ def train_node_pack(
     alive_mask = torch.ones(size, dtype=torch.bool, device=device)
     stats: list[list[EpochStats]] = [[] for _ in specs]
     results: list[RunResult | None] = [None] * size
+    reasons = [""] * size  # why a frozen model failed
     synced = 0
     lrs: list[float] = []
+    clock = TrainClock(device)  # the pack's training time per epoch, evaluation excluded
+    seconds_before = 0.0  # the pack's wall time in the processes before a resume
+
+    # -- resume after the last checkpointed epoch, if there is one
+    state = checkpointer.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for generator, generator_state in zip(generators, state["generators"], strict=True):
+            generator.set_state(generator_state)
+        set_rng_state(state["rng"])
+        best.val, best.test, best.epoch = (state["best"][k].to(device) for k in BEST_FIELDS)
+        history.copy_(state["history"])
+        synced = int(state["synced"])
+        lrs = list(state["lrs"])
+        clock = TrainClock(device, state["train_seconds"])
+        seconds_before = float(state["seconds"])
+        alive = list(state["alive"])
+        alive_mask = torch.tensor(alive, dtype=torch.bool, device=device)
+        reasons = list(state["reasons"])
+        stats = [[EpochStats(**row) for row in rows] for rows in state["stats"]]
+        log.info("%s: resuming after epoch %d", getattr(checkpointer, "key", ""), state["epoch"])
+    first_epoch = len(lrs) + 1
+    # sign flips are counted against the weights as they are now (after the resumed epoch)
+    diagnostics = PackedDiagnostics(ham_targets)
 
     def evaluate(out: Tensor, part: PackedIndex) -> Tensor:
         scores = out.softmax(dim=-1)[..., 1] if info.metric == "rocauc" else out
@@ -325,7 +369,9 @@ def train_node_pack(
             [metric(scores[m][idx], y[idx]).double() for m, idx in enumerate(part.parts)]
         )
 
-    def finish(m: int, status: str, reason: str, best_result: tuple[float, float, int]) -> None:
+    def finish(
+        m: int, status: str, reason: str, best_result: tuple[float, float, int], report: bool = True
+    ) -> None:
         val, test, best_epoch = best_result if status == "ok" else (math.nan, math.nan, 0)
         results[m] = RunResult(
             spec=specs[m],
@@ -335,22 +381,47 @@ def train_node_pack(
             test=test,
             best_epoch=best_epoch,
             epochs=len(stats[m]),
-            seconds=(time.perf_counter() - started) / size,
+            seconds=(seconds_before + time.perf_counter() - started) / size,
             reason=reason,
             history=stats[m],
         )
-        if on_result is not None:
+        if on_result is not None and report:
             on_result(results[m])
+
+    for m in range(size):  # diverged before the checkpoint: final (and reported) back then
+        if not alive[m]:
+            finish(m, "failed", reasons[m], (math.nan, math.nan, 0), report=False)
+
+    def save(epoch: int) -> None:
+        checkpointer.save(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generators": [generator.get_state() for generator in generators],
+                "rng": rng_state(),
+                "best": dict(zip(BEST_FIELDS, (best.val, best.test, best.epoch), strict=True)),
+                "history": history.cpu(),
+                "synced": synced,
+                "lrs": lrs,
+                "train_seconds": list(clock.settle()),
+                "seconds": seconds_before + time.perf_counter() - started,
+                "alive": alive,
+                "reasons": reasons,
+                "stats": [[dataclasses.asdict(row) for row in rows] for rows in stats],
+            }
+        )
 
     first_spec = specs[0]
     bar = tqdm(
-        range(1, params.epochs + 1),
+        range(first_epoch, params.epochs + 1),
         desc=f"{first_spec.dataset} {first_spec.model} pack of {size}",
         disable=None,
         leave=False,
     )
     for epoch in bar:
         # -- train step: every model's own loss; a frozen model gets no gradient
+        clock.start()
         model.train()
         optimizer.zero_grad(set_to_none=True)
         losses = pack_loss(model(x, graph, generators), y, parts[0])
@@ -359,6 +430,7 @@ def train_node_pack(
         optimizer.step()
         lr = float(optimizer.param_groups[0]["lr"])
         ham(lr, signs)
+        clock.stop()
         lrs.append(lr)
 
         # -- evaluate all models on their own splits; diagnostics; best epochs (on the device)
@@ -372,28 +444,43 @@ def train_node_pack(
             best.update(epoch, val_m, test_m)
 
         # -- every SYNC_EVERY epochs: new rows to the host; freeze models whose loss went bad
-        if epoch % SYNC_EVERY == 0 or epoch == params.epochs:
+        at_sync = epoch % SYNC_EVERY == 0 or epoch == params.epochs
+        if at_sync:
             block = history[:, synced:epoch].cpu().tolist()  # the one transfer of a sync
+            spent = [seconds / size for seconds in clock.settle()[synced:epoch]]  # each run's share
             for m in range(size):
                 if not alive[m]:
                     continue
                 bad = next((i for i, row in enumerate(block[m]) if not math.isfinite(row[0])), None)
                 rows = block[m] if bad is None else block[m][:bad]
-                new = stats_from_values(rows, lrs[synced : synced + len(rows)], synced + 1)
+                new = stats_from_values(
+                    rows, lrs[synced : synced + len(rows)], synced + 1, spent[: len(rows)]
+                )
                 stats[m].extend(new)
                 if on_epochs is not None and new:
                     on_epochs(m, new)
                 if bad is not None:
                     alive[m] = False
-                    reason = divergence_reason(block[m][bad][0], synced + bad + 1)
-                    log.warning("%s: %s", specs[m].key(), reason)
-                    finish(m, "failed", reason, (math.nan, math.nan, 0))
+                    reasons[m] = divergence_reason(block[m][bad][0], synced + bad + 1)
+                    log.warning("%s: %s", specs[m].key(), reasons[m])
+                    finish(m, "failed", reasons[m], (math.nan, math.nan, 0))
             if not all(alive):
                 alive_mask = torch.tensor(alive, dtype=torch.bool, device=device)
             synced = epoch
             if not any(alive):
                 break
             bar.set_postfix(alive=sum(alive), refresh=False)
+
+        # -- checkpoint every few minutes (at a sync), or now when asked to stop
+        if epoch < params.epochs:
+            stop = preemption.stop_requested()
+            if stop or (at_sync and checkpointer.due()):
+                save(epoch)
+            if stop:
+                bar.close()
+                log.warning("pack of %d (%s, ...): stopped after epoch %d (checkpointed)",
+                            size, first_spec.key(), epoch)
+                raise Preempted
     bar.close()
 
     # -- results of the runs still alive: test metric at their first best validation epoch
