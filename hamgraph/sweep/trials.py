@@ -33,7 +33,7 @@ from hamgraph.specs import RunResult, RunSpec
 from hamgraph.store import ResultStore, run_row
 from hamgraph.sweep import coordination as co
 from hamgraph.sweep.schema import Sweep
-from hamgraph.sweep.spaces import Cell, SearchSpace
+from hamgraph.sweep.spaces import A_SETTINGS, Cell, Role, SearchSpace
 from hamgraph.track import Tracking
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,11 @@ class StudyContext:
     device: Any  # torch.device
     pack: PackSize = "auto"
     tracking: Tracking | None = None  # experiment trackers of every trained run
+    role: Role = "main"  # "baseline": the tuned baseline study of `budget: equal`
 
     @property
     def space(self) -> SearchSpace:
-        return self.sweep.search
+        return self.sweep.space_of(self.role)
 
     @property
     def baseline(self) -> str:
@@ -104,8 +105,10 @@ def _claim(ctx: StudyContext, trial: optuna.Trial) -> _Open | None:
     """Own the trial, choose its cell, yield to an earlier trial of the same cell."""
     co.claim(trial)
     cell = ctx.space.suggest(trial, ctx.baseline)
-    specs = ctx.sweep.specs(ctx.dataset, ctx.model, cell.ham)
+    specs = ctx.sweep.specs(ctx.dataset, ctx.model, cell)
     trial.set_user_attr(co.A_CELL, cell.label)
+    if cell.settings:
+        trial.set_user_attr(A_SETTINGS, [[name, value] for name, value in cell.settings])
     trial.set_user_attr(co.A_OPT, specs[0].optimizer.kind)
     trial.set_user_attr(co.A_ALPHA, None if cell.ham is None else cell.ham.alpha)
     trial.set_user_attr(co.A_BETA, None if cell.ham is None else cell.ham.beta)
