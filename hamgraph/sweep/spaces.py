@@ -280,16 +280,22 @@ class SearchSpace(StrictModel):
         return out
 
     # --- the searched settings ---
-    @model_validator(mode="after")
-    def _check_space(self) -> SearchSpace:
+    @field_validator("space")
+    @classmethod
+    def _names(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
         from hamgraph.errors import UserInputError
         from hamgraph.sweep.settings import setting_kind
 
-        for name in self.space:
+        for name in space:
             try:
                 setting_kind(name)
             except UserInputError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+                raise ValueError(str(exc)) from None
+        return space
+
+    @model_validator(mode="after")
+    def _check_space(self) -> SearchSpace:
+        for name in self.space:
             if name in ("alpha", "beta") and getattr(self, name, None) is not None:
                 raise ValueError(f"{name} is given both in search and in search.space; keep one")
         if "beta" in self.space and not self.has_ham:
@@ -397,12 +403,13 @@ class GridSpace(SearchSpace):
     def _betas(cls, values: list[float] | None) -> list[float] | None:
         return None if values is None else _check_values(values, "beta", 0.0)
 
-    @model_validator(mode="after")
-    def _finite(self) -> GridSpace:
-        for name, dim in self.space.items():
+    @field_validator("space")
+    @classmethod
+    def _finite(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
+        for name, dim in space.items():
             if not dim.finite:
                 raise ValueError(f"{name}: a grid needs a list of values, not a range")
-        return self
+        return space
 
     def _alpha_beta(self) -> tuple[list[float], list[float]]:
         alphas = self.alpha if self.alpha is not None else (

@@ -33,7 +33,7 @@ from hamgraph.cells import (
 )
 from hamgraph.store import ResultStore
 from hamgraph.sweep.schema import Sweep, study_name
-from hamgraph.sweep.spaces import cell_of_trial
+from hamgraph.sweep.spaces import Cell, cell_of_trial, show
 
 BEST_CSV = "best.csv"
 EQUAL_COLUMNS = ["k", "val_at_k", "test_at_k", "label_at_k", "settings_at_k"]
@@ -42,6 +42,15 @@ EQUAL_COLUMNS = ["k", "val_at_k", "test_at_k", "label_at_k", "settings_at_k"]
 BEST_COLUMNS = [*CELL_COLUMNS, "label", "settings", *SUMMARY_COLUMNS, "trial", "study", "role",
                 "trials", *EQUAL_COLUMNS]
 GROUP_BY = ("dataset", "model", "optimizer")  # one best cell per optimizer kind
+
+
+def _settings(cell: Cell, preset_diff: str) -> str:
+    """The cell's searched settings (even at the preset's value), then its other params that
+    differ from the preset (cells.summarize's `settings`), e.g. "lr=0.01, epochs=30"."""
+    searched = [f"{name}={show(value)}" for name, value in cell.settings]
+    names = {name for name, _ in cell.settings}
+    rest = [part for part in preset_diff.split(", ") if part and part.split("=")[0] not in names]
+    return ", ".join(searched + rest)
 
 
 def _kind_rank(kind: str) -> int:
@@ -64,6 +73,7 @@ def sweep_cells(sweep: Sweep, storage: optuna.storages.BaseStorage,
                 continue
             keys = {spec.key() for spec in sweep.specs(dataset, model, cell)}
             cells = summarize(frame[frame["key"].isin(keys)])
+            cells["settings"] = [_settings(cell, text) for text in cells["settings"]]
             parts.append(cells.assign(trial=trial.number, study=name, role=role,
                                       _target=order // len(sweep.search.roles()),
                                       _order=place))
