@@ -362,3 +362,40 @@ def test_space_sweep_resumes_after_kill_9(tmp_path: Path) -> None:
                                    "a=200,b=0,lr=0.01,dropout=0.3",
                                    "a=200,b=0,lr=0.02,dropout=0.3"])
     assert len(ResultStore(out).finished_keys()) == 4
+
+
+# The search space of docs/sweeps.md, verbatim (the docs test finds it here).
+DOC_SPACE = """search:
+  kind: tpe
+  trials: 60
+  space:
+    lr: {log: [1.0e-4, 1.0e-2]}            # log-uniform float
+    weight_decay: {range: [0, 1.0e-3]}     # uniform float
+    hidden: {range: [64, 512], step: 64}   # an int field: 64, 128, ..., 512
+    dropout: [0.2, 0.5, 0.7]               # a list: a categorical choice
+    norm: {choice: [none, layer]}          # the same, spelled out
+    base.betas: [[0.9, 0.999], [0.95, 0.999]]   # an option of the base optimizer (Adam)
+    alpha: {choice: [1, 10, 100, 200, -1, -10, -100, -200]}
+    beta: [0, 0.01, 0.1]
+    clamp: [2.0, 5.0]                      # HAM's own settings vary HAM cells only
+  include_baseline: true
+"""
+
+
+def test_documented_space_loads_and_suggests(tmp_path: Path) -> None:
+    import optuna
+
+    sweep = sw.load_sweep(write_sweep(tmp_path, f"name: doc\ndatasets: [cora]\nmodels: [gcn]\n"
+                                                f"{DOC_SPACE}"))
+    space = sweep.search
+    assert [n for n, _ in space.baseline_dims()] == [
+        "lr", "weight_decay", "hidden", "dropout", "norm", "base.betas"]
+    study = optuna.create_study(sampler=space.make_sampler(0, 0), direction="maximize")
+    for _ in range(5):
+        cell = space.suggest(study.ask())
+        spec = sweep.specs("cora", "gcn", cell)[0]
+        values = dict(cell.settings)
+        assert spec.params.hidden == values["hidden"] and spec.params.hidden % 64 == 0
+        assert 1e-4 <= spec.params.lr <= 1e-2 and spec.params.norm in ("none", "layer")
+        assert spec.optimizer.options["betas"] in ((0.9, 0.999), (0.95, 0.999))
+        assert spec.ham is not None and spec.ham.clamp == values["clamp"]
