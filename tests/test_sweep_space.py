@@ -399,3 +399,39 @@ def test_documented_space_loads_and_suggests(tmp_path: Path) -> None:
         assert 1e-4 <= spec.params.lr <= 1e-2 and spec.params.norm in ("none", "layer")
         assert spec.optimizer.options["betas"] in ((0.9, 0.999), (0.95, 0.999))
         assert spec.ham is not None and spec.ham.clamp == values["clamp"]
+
+
+def test_base_option_values_are_checked_by_the_optimizer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_sweep(tmp_path, _body("  kind: grid\n  space: {base.momentum: [0.9, -1.0]}\n",
+                                       extra="epochs: 3\nruns: 1\nbase: sgd\n"))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "search.space.base.momentum" in err and "-1.0" in err and "momentum" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_equal_budget_baseline_study_has_the_same_grid(tmp_path: Path) -> None:
+    import optuna
+
+    body = _body("""  kind: grid
+  alpha: [200]
+  beta: [0]
+  space:
+    lr: [0.01, 0.05]
+  budget: equal
+  include_baseline: false
+""", name="ge")
+    path = write_sweep(tmp_path, body)
+    out = tmp_path / "out"
+    assert sw.run_sweep(path, out=out, device="cpu", pack="off").finished
+    sweep = sw.load_sweep(path)
+    url = sw.storage_url(None, out)
+    assert_each_cell_once(trials_of(path, url), ["a=200,b=0,lr=0.01", "a=200,b=0,lr=0.05"])
+    base = optuna.load_study(study_name=sw.study_name(sweep, TINY, "gcn", "baseline"),
+                             storage=sw.open_storage(url)).get_trials()
+    assert_each_cell_once(base, ["adam,lr=0.01", "adam,lr=0.05"])
+    rows = _rows(out / "best.csv")
+    assert [(r["optimizer"], r["role"], r["k"]) for r in rows] == [
+        ("adam", "baseline", "2"), ("ham", "main", "2")]

@@ -110,9 +110,9 @@ def check_setting(name: str, value: Any, *, params: Any, base: str) -> None:
             raise UserInputError(exc.problem) from None
         return
     if kind == "base":
-        check_base_options(base, {name[len(BASE_PREFIX):]: value})
-        if isinstance(value, (dict, type(None))):
-            raise UserInputError(f"expected a number, bool, string or list, got {value!r}")
+        option = name[len(BASE_PREFIX):]
+        check_base_options(base, {option: value})
+        _try_base_option(base, option, value)
         return
     from pydantic import ValidationError
 
@@ -123,3 +123,18 @@ def check_setting(name: str, value: Any, *, params: Any, base: str) -> None:
         error = exc.errors(include_url=False)[0]
         problem = str(error["msg"]).removeprefix("Value error, ")
         raise UserInputError(f"{problem[:1].lower()}{problem[1:]}, got {value!r}") from None
+
+
+def _try_base_option(base: str, option: str, value: Any) -> None:
+    """Build the base optimizer on one tensor with the option: torch checks the value
+    (`Invalid momentum value: -1`), as it would when the run starts."""
+    import torch
+
+    from hamgraph.optim.factory import resolve_base
+
+    value = list(value) if isinstance(value, tuple) else value
+    try:
+        resolve_base(base)([torch.zeros(1, requires_grad=True)], lr=1e-3, **{option: value})
+    except (ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{first} (got {value!r})") from None

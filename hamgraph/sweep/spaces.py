@@ -177,7 +177,8 @@ class Dimension(StrictModel):
         if self.choice is not None:
             if self.step is not None:
                 raise ValueError("step goes with range, not with a choice")
-            shown = [repr(canonical(v)) for v in self.choice]
+            shown = [show(canonical(v)) if isinstance(v, int | float) and not isinstance(v, bool)
+                     else repr(canonical(v)) for v in self.choice]  # 1 and 1.0 repeat
             if len(set(shown)) != len(shown):
                 raise ValueError(f"values repeat: {self.choice}")
             for v in self.choice:
@@ -425,7 +426,7 @@ class GridSpace(SearchSpace):
         cells = [Cell(HamSettings(alpha=float(a), beta=float(b)), baseline, s)
                  for a in alphas for b in betas for s in settings]
         base = [Cell(None, baseline, s) for s in _product(self.baseline_dims())]
-        return (base if self.include_baseline else []) + cells
+        return (base if self.include_baseline or not self.has_ham else []) + cells
 
     def suggest(self, trial: optuna.Trial, baseline: str = BASELINE) -> Cell:
         by_label = {c.label: c for c in self.cells(baseline)}
