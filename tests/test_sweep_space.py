@@ -62,6 +62,8 @@ BAD = {
                        "  kind: grid\n  space: {epochs: [2, 3]}\n"),
     "equal-nothing": ("search", "budget: equal tunes the baseline over the non-HAM settings",
                       "  kind: tpe\n  alpha: {min: 1, max: 10}\n  budget: equal\n"),
+    "int-step": ("search.space.hidden", "step must be an int, got 0.5",
+                 "  kind: tpe\n  space: {hidden: {range: [8, 32], step: 0.5}}\n"),
     "bool-range": ("search.space.residual", "residual",
                    "  kind: tpe\n  space: {residual: {range: [0, 1]}}\n"),
 }

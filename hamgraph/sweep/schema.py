@@ -164,6 +164,9 @@ def _check_space(sweep: Sweep, path: Path, spec: RunSpec) -> None:
                 check_setting(name, value, params=spec.params, base=spec.optimizer.base)
             except UserInputError as exc:
                 raise ConfigError(f"{path}: search.space.{name}: {exc} ({where})") from None
+        if dim.step is not None and dim.is_integer(name) and not isinstance(dim.step, int):
+            raise ConfigError(f"{path}: search.space.{name}: {name} is an int setting, its "
+                              f"step must be an int, got {dim.step!r}")
         if not dim.finite and not dim.is_integer(name):
             if name.startswith("base.") or name in ("alpha", "beta", "clamp"):
                 continue
