@@ -41,6 +41,19 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
+def cell_key(row: pd.Series | dict) -> tuple:
+    """The identity of a row's cell (runs.csv or summary row): its CELL_COLUMNS, with missing
+    values (NaN, "") as None. Every grouping by cell (summaries, reports, verdicts) uses it."""
+    out = []
+    for column in CELL_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, str):
+            out.append(value or None)
+        else:
+            out.append(None if value is None or pd.isna(value) else value)
+    return tuple(out)
+
+
 def optimizer_of_row(row: pd.Series | dict) -> OptimizerSpec:
     """The OptimizerSpec behind a runs.csv / summary row (the inverse of `store.run_row`)."""
     options = json.loads(row["base_options"]) if row["base_options"] else {}

@@ -26,6 +26,7 @@ from hamgraph.store import ResultStore
 from hamgraph.sweep.spaces import Cell
 
 REPO = Path(__file__).resolve().parents[1]
+CELL_INDEX_ALPHA = cells.CELL_COLUMNS.index("alpha")
 
 
 def _body(search: str, extra: str = "epochs: 3\nruns: 1\n", name: str = "s") -> str:
@@ -170,10 +171,13 @@ def test_list_valued_option_is_a_choice(tmp_path: Path) -> None:
 
 def test_cells_split_by_params_in_summaries() -> None:
     """Two runs that differ only in lr are two cells, each with its settings shown."""
-    sweep_cells = cells.summarize(pd.DataFrame([
-        _row(lr) for lr in (0.02, 0.05)
-    ]))
+    runs = [_row(lr) for lr in (0.02, 0.05)]
+    assert cells.cell_key(runs[0]) != cells.cell_key(runs[1])
+    assert cells.cell_key(runs[0])[CELL_INDEX_ALPHA] is None  # a baseline: no alpha
+    sweep_cells = cells.summarize(pd.DataFrame(runs))
     assert len(sweep_cells) == 2
+    assert [cells.cell_key(r) for _, r in sweep_cells.iterrows()] == [
+        cells.cell_key(r) for r in runs]
     assert list(sweep_cells["settings"]) == ["lr=0.02", "lr=0.05"]
 
 

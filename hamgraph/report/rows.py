@@ -43,6 +43,7 @@ from hamgraph.cells import (
     CELL_COLUMNS,
     SEARCHED_COLUMNS,
     best_per_group,
+    cell_key,
     optimizer_of_row,
     summarize,
 )
@@ -338,7 +339,7 @@ def paired_test(
 
 
 def _cell_key(row: pd.Series | dict) -> tuple:
-    return tuple(_norm(row[c]) for c in CELL_COLUMNS)
+    return cell_key(row)
 
 
 def _method_key(row: pd.Series | dict) -> tuple:
