@@ -9,7 +9,7 @@ Checks, on `--device` (CUDA by default; `--device cpu` is the dry run CI can aff
   determinism     two identical GAT runs: identical numbers? and with --deterministic kernels
                   (torch.use_deterministic_algorithms), and what that costs
 
-Prints one markdown table (check | result | detail) for the README.
+Prints one markdown table (check | result | detail) for docs/performance.md.
 """
 
 from __future__ import annotations
