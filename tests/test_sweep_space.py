@@ -441,3 +441,23 @@ def test_grid_equal_budget_baseline_study_has_the_same_grid(tmp_path: Path) -> N
     rows = _rows(out / "best.csv")
     assert [(r["optimizer"], r["role"], r["k"]) for r in rows] == [
         ("adam", "baseline", "2"), ("ham", "main", "2")]
+
+
+def test_a_half_claimed_trial_is_no_cell(tmp_path: Path) -> None:
+    """A worker killed while writing a trial's attributes leaves no half cell behind."""
+    import optuna
+
+    from hamgraph.sweep.spaces import cell_of_trial
+
+    study = optuna.create_study(storage=sw.open_storage(f"journal:{tmp_path / 'j.log'}"))
+    trial = study.ask()
+    trial.set_user_attr("cell", "a=200,b=0,lr=0.01")
+    trial.set_user_attr("alpha", 200.0)  # killed before beta
+    (frozen,) = study.get_trials()
+    assert cell_of_trial(frozen) is None
+    trial.set_user_attr("beta", 0.0)
+    trial.set_user_attr("settings", [["lr", 0.01], ["base.betas", [0.9, 0.999]]])
+    (frozen,) = study.get_trials()
+    cell = cell_of_trial(frozen)
+    assert cell is not None and cell.label == "a=200,b=0,lr=0.01,base.betas=[0.9,0.999]"
+    assert cell.settings[1] == ("base.betas", (0.9, 0.999))  # hashable again

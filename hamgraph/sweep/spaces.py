@@ -107,6 +107,8 @@ def cell_of_trial(trial: FrozenTrial, baseline: str = BASELINE) -> Cell | None:
     settings = tuple((str(n), canonical(v)) for n, v in attrs.get(A_SETTINGS) or [])
     if attrs.get("alpha") is None:
         return Cell(None, baseline, settings)
+    if attrs.get("beta") is None:  # claimed by a worker that died in between
+        return None
     return Cell(HamSettings(alpha=float(attrs["alpha"]), beta=float(attrs["beta"])), baseline,
                 settings)
 

@@ -106,13 +106,15 @@ def _claim(ctx: StudyContext, trial: optuna.Trial) -> _Open | None:
     co.claim(trial)
     cell = ctx.space.suggest(trial, ctx.baseline)
     specs = ctx.sweep.specs(ctx.dataset, ctx.model, cell)
-    trial.set_user_attr(co.A_CELL, cell.label)
+    # the cell's label last: a trial with a cell attribute has all the others (a worker killed
+    # in between leaves a trial without a cell, which nothing reads as half a cell)
     if cell.settings:
         trial.set_user_attr(A_SETTINGS, [[name, value] for name, value in cell.settings])
     trial.set_user_attr(co.A_OPT, specs[0].optimizer.kind)
     trial.set_user_attr(co.A_ALPHA, None if cell.ham is None else cell.ham.alpha)
     trial.set_user_attr(co.A_BETA, None if cell.ham is None else cell.ham.beta)
     trial.set_user_attr("label", specs[0].optimizer_label)
+    trial.set_user_attr(co.A_CELL, cell.label)
     open_ = _Open(trial, cell, specs)
     if _yield_to_duplicate(ctx, open_, final=False):
         return None
