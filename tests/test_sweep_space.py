@@ -65,6 +65,8 @@ BAD = {
                       "  kind: tpe\n  alpha: {min: 1, max: 10}\n  budget: equal\n"),
     "int-step": ("search.space.hidden", "step must be an int, got 0.5",
                  "  kind: tpe\n  space: {hidden: {range: [8, 32], step: 0.5}}\n"),
+    "ham-only": ("search", "clamp vary HAM cells only, but alpha is not searched",
+                 "  kind: grid\n  space: {clamp: [1.0], lr: [0.01]}\n"),
     "bool-range": ("search.space.residual", "residual",
                    "  kind: tpe\n  space: {residual: {range: [0, 1]}}\n"),
 }

@@ -301,8 +301,13 @@ class SearchSpace(StrictModel):
         for name in self.space:
             if name in ("alpha", "beta") and getattr(self, name, None) is not None:
                 raise ValueError(f"{name} is given both in search and in search.space; keep one")
-        if "beta" in self.space and not self.has_ham:
-            raise ValueError("beta is searched but alpha is not (add alpha to search.space)")
+        if not self.has_ham:
+            from hamgraph.sweep.settings import is_ham_only
+
+            ham_only = [n for n in self.space if is_ham_only(n)]
+            if ham_only:
+                raise ValueError(f"{', '.join(ham_only)} vary HAM cells only, but alpha is not "
+                                 "searched (add alpha to search.space)")
         if self.budget == "equal" and not self.has_ham:
             raise ValueError("budget: equal compares HAM with its baseline; search alpha too")
         if self.budget == "equal" and not self.baseline_dims():
