@@ -1,34 +1,57 @@
 """Cells: the unit every table and every "best" is about.
 
 A cell = dataset x model x optimizer identity (base optimizer and its options, HAM settings
-or none). A cell's runs differ only in `run` / `seed`. The end-of-run summary, the sweep's
-trials and `best.csv`, and the report's tables and `best_params` all group runs by
-`CELL_COLUMNS` of `runs.csv` and pick the best cell with `select_best`:
+or none) x params (runs.csv's `params`: lr, dropout, hidden, epochs, ..., so two sweep
+trials with different lr are two cells). A cell's runs differ only in `run` / `seed`. The
+end-of-run summary, the sweep's trials and `best.csv`, and the report's tables and
+`best_params` all group runs by `CELL_COLUMNS` of `runs.csv` and pick the best cell with
+`select_best`:
 
     the highest mean validation metric among the cells with at least one ok run and no failed
-    run; ties (equal means) go to the smaller |alpha|, then the smaller beta, then the cell
-    label in string order, so the choice never depends on the order in which runs finished.
+    run, and among those only the cells with the most ok runs (a pruned trial's partial cell
+    never wins); ties (equal means) go to the smaller |alpha|, then the smaller beta, then the
+    cell label and settings in string order, so the choice never depends on the order in which
+    runs finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
 
 import pandas as pd
 
+from hamgraph.errors import UserInputError
 from hamgraph.specs import PROTOCOL_BASE, HamSettings, OptimizerSpec, normalize_options
 
 # The runs.csv columns that identify a cell, in table order.
 CELL_COLUMNS: tuple[str, ...] = (
     "dataset", "model", "optimizer", "base", "base_options",
-    "alpha", "beta", "clamp", "mask_beta", "sign_source",
+    "alpha", "beta", "clamp", "mask_beta", "sign_source", "params",
 )
+# The cell columns a search varies (HAM's step and the params): a method is a cell without them.
+SEARCHED_COLUMNS: tuple[str, ...] = ("alpha", "beta", "params")
+# Shown after "label" in every summary: the params that differ from the protocol's preset.
+SETTINGS = "settings"
 # The summary columns after the cell columns and the label (metrics x100, sample std).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "metric", "n", "failed", "val_mean", "val_std", "test_mean", "test_std",
 )
+
+
+def cell_key(row: pd.Series | dict) -> tuple:
+    """The identity of a row's cell (runs.csv or summary row): its CELL_COLUMNS, with missing
+    values (NaN, "") as None. Every grouping by cell (summaries, reports, verdicts) uses it."""
+    out = []
+    for column in CELL_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, str):
+            out.append(value or None)
+        else:
+            out.append(None if value is None or pd.isna(value) else value)
+    return tuple(out)
 
 
 def optimizer_of_row(row: pd.Series | dict) -> OptimizerSpec:
@@ -62,16 +85,44 @@ def _params_kind(dataset: str) -> str:
     return "GraphParams" if task == "graph" else "NodeParams"
 
 
+def cell_settings(row: pd.Series | dict) -> dict[str, object]:
+    """The params of a cell that differ from the protocol's preset for its dataset x model
+    (all its params when there is no preset to compare with); {} when runs.csv had none."""
+    text = row.get("params", "")
+    if not isinstance(text, str) or not text:
+        return {}
+    params = json.loads(text)
+    try:
+        from hamgraph.data.registry import resolve_dataset
+        from hamgraph.presets import default_params
+
+        preset = dataclasses.asdict(default_params(resolve_dataset(row["dataset"]),
+                                                   row["model"]))
+    except (KeyError, ValueError, LookupError, UserInputError):
+        preset = {}
+    return {k: v for k, v in sorted(params.items()) if k not in preset or preset[k] != v}
+
+
+def settings_text(settings: dict[str, object]) -> str:
+    """"dropout=0.5, lr=0.001" (sorted by name), "" for none."""
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()
+    )
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """runs.csv rows -> one row per cell, in order of first appearance.
 
-    Columns: CELL_COLUMNS, label, SUMMARY_COLUMNS. n counts ok runs, failed the others;
-    val/test means and sample stds are over the ok runs, x100 (std NaN for n = 1).
+    Columns: CELL_COLUMNS, label, settings (`cell_settings` as text), SUMMARY_COLUMNS. n
+    counts ok runs, failed the others; val/test means and sample stds are over the ok runs,
+    x100 (std NaN for n = 1).
     """
-    columns = [*CELL_COLUMNS, "label", *SUMMARY_COLUMNS]
+    columns = [*CELL_COLUMNS, "label", SETTINGS, *SUMMARY_COLUMNS]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     frame = runs.copy()
+    if "params" not in frame.columns:  # a table from before runs.csv had the params
+        frame["params"] = ""
     ok = frame["status"] == "ok"
     frame["n"] = ok.astype(int)
     frame["failed"] = (~ok).astype(int)
@@ -90,19 +141,26 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     table["label"] = [
         cell_label(row, _params_kind(row["dataset"])) for _, row in table.iterrows()
     ]
+    table[SETTINGS] = [settings_text(cell_settings(row)) for _, row in table.iterrows()]
     return table[columns]
 
 
 def select_best(cells: pd.DataFrame) -> pd.Series | None:
-    """The best of some cells (rows of `summarize`) by the module's rule; None if none qualifies."""
+    """The best of some cells (rows of `summarize`) by the module's rule; None if none qualifies.
+
+    Only the cells with the most ok runs compete: a mean over fewer runs (a pruned sweep
+    trial, an unfinished cell) is never chosen over one over all of them.
+    """
     eligible = cells[(cells["n"] > 0) & (cells["failed"] == 0) & cells["val_mean"].notna()]
     if eligible.empty:
         return None
+    eligible = eligible[eligible["n"] == eligible["n"].max()]
+    ties = [c for c in (SETTINGS, "params") if c in eligible.columns]
     order = eligible.assign(
         _neg_val=-eligible["val_mean"],
         _abs_alpha=eligible["alpha"].abs().fillna(0.0),
         _beta=eligible["beta"].fillna(0.0),
-    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label"], kind="stable")
+    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label", *ties], kind="stable")
     return eligible.loc[order.index[0]]
 
 

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "CSV in the same format",
     )
 
-    sweep = sub.add_parser("sweep", help="Optuna sweep over HAM's alpha and beta (resumable)")
+    sweep = sub.add_parser("sweep", help="Optuna sweep over alpha, beta, any setting (resumable)")
     sweep.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
     sweep.add_argument("--storage", help="Optuna RDB URL or journal:PATH (default: under --out)")
     sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")

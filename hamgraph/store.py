@@ -62,6 +62,7 @@ RUN_COLUMNS = [
     "clamp",
     "mask_beta",
     "sign_source",
+    "params",  # JSON of the run's NodeParams / GraphParams (lr, hidden, dropout, epochs, ...)
     "run",
     "seed",
     "metric",
@@ -78,7 +79,7 @@ RUN_COLUMNS = [
 ]
 # The columns that tell runs.csv rows apart as settings; the rest are outcomes.
 _TEXT_COLUMNS = ("key", "dataset", "model", "optimizer", "base", "base_options", "mask_beta",
-                 "sign_source",
+                 "sign_source", "params",
                  "metric", "status", "reason", "hamgraph_version", "device", "history")
 HISTORY_COLUMNS = [f.name for f in dataclasses.fields(EpochStats)]
 # 1: the first release (HAM settings at the top of the spec); 2: the optimizer as a value and
@@ -115,6 +116,11 @@ def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def params_json(spec: RunSpec) -> str:
+    """The runs.csv text of a run's params: sorted JSON, so equal params give equal text."""
+    return json.dumps(dataclasses.asdict(spec.params), sort_keys=True)
+
+
 def run_row(result: RunResult) -> dict[str, str]:
     """The runs.csv row of a result (all values as text)."""
     spec = result.spec
@@ -133,6 +139,7 @@ def run_row(result: RunResult) -> dict[str, str]:
         "clamp": "" if ham is None else _num(ham.clamp),
         "mask_beta": "" if ham is None else str(ham.mask_beta).lower(),
         "sign_source": "" if ham is None else ham.sign_source,
+        "params": params_json(spec),
         "run": _num(spec.run),
         "seed": _num(spec.seed),
         "metric": result.metric,

@@ -177,7 +177,8 @@ def _table_notes(table: FamilyTable, tables: ReportTables) -> list[str]:
 
 MAIN_CSV_COLUMNS = [
     "family", "dataset", "dataset_display", "metric", "split", "shown", "model",
-    "model_display", "optimizer", "method", "row", "cell", "alpha", "beta", "selected", "mean",
+    "model_display", "optimizer", "method", "row", "cell", "alpha", "beta", "settings",
+    "selected", "mean",
     "std", "test_mean", "test_std", "val_mean", "val_std", "n", "expected", "failed",
     "p_value", "pairs", "significant", "best", "tie", "partial", "cells_searched",
     "cells_skipped", "hamgraph_versions", "devices", "note",
@@ -189,7 +190,8 @@ COMPARE_CSV_COLUMNS = [
 ]  # fmt: skip
 BEST_CSV_COLUMNS = [
     "family", "dataset", "dataset_display", "model", "model_display", "optimizer", "method",
-    "row", "cell", "alpha", "beta", "selected", "val_mean", "test_mean", "n", "cells_searched",
+    "row", "cell", "alpha", "beta", "settings", "selected", "val_mean", "test_mean", "n",
+    "cells_searched",
     "cells_skipped",
 ]  # fmt: skip
 
@@ -205,7 +207,8 @@ def _csv_records(tables: ReportTables) -> list[dict[str, object]]:
                 "metric": col.metric, "split": col.split, "shown": tables.metric,
                 "model": c.model, "model_display": c.model_display, "optimizer": c.optimizer,
                 "method": c.method, "row": c.row, "cell": c.cell_label,
-                "alpha": fmt_param(c.alpha), "beta": fmt_param(c.beta), "selected": c.selected,
+                "alpha": fmt_param(c.alpha), "beta": fmt_param(c.beta), "settings": c.settings,
+                "selected": c.selected,
                 "mean": c.mean, "std": c.std, "test_mean": c.test_mean, "test_std": c.test_std,
                 "val_mean": c.val_mean, "val_std": c.val_std, "n": c.n, "expected": c.expected,
                 "failed": c.failed, "p_value": c.p_value, "pairs": c.pairs,
@@ -240,8 +243,8 @@ def _csv_records(tables: ReportTables) -> list[dict[str, object]]:
 
 def render_csv(tables: ReportTables) -> dict[str, str]:
     """main.csv: one row per main-table value (+ the published columns with a comparison);
-    best_params.csv: one row per HAM / nHAM value (+ published_alpha, published_beta,
-    same_best)."""
+    best_params.csv: one row per HAM / nHAM value and per value chosen among several cells (a
+    tuned baseline), with its `settings` (+ published_alpha, published_beta, same_best)."""
     records = _csv_records(tables)
     compared = tables.compare_source is not None
     main_cols = MAIN_CSV_COLUMNS + (COMPARE_CSV_COLUMNS if compared else [])
@@ -250,7 +253,9 @@ def render_csv(tables: ReportTables) -> dict[str, str]:
         ["published_alpha", "published_beta", "same_best", "source", "best_table"] if compared
         else []
     )  # fmt: skip
-    best = main[main["optimizer"].isin(["ham", "nham"])][best_cols]
+    # HAM / nHAM values, and every value chosen among several cells (a tuned baseline)
+    tuned = main["optimizer"].isin(["ham", "nham"]) | (main["cells_searched"] > 1)
+    best = main[tuned][best_cols]
     return {
         "main.csv": main.to_csv(index=False, float_format="%.6g"),
         "best_params.csv": best.to_csv(index=False, float_format="%.6g"),

@@ -39,7 +39,14 @@ from typing import Literal
 
 import pandas as pd
 
-from hamgraph.cells import CELL_COLUMNS, best_per_group, optimizer_of_row, summarize
+from hamgraph.cells import (
+    CELL_COLUMNS,
+    SEARCHED_COLUMNS,
+    best_per_group,
+    cell_key,
+    optimizer_of_row,
+    summarize,
+)
 from hamgraph.data.registry import DATASETS, describe_split, resolve_dataset
 from hamgraph.errors import UnknownNameError
 from hamgraph.models import MODEL_DISPLAY
@@ -51,8 +58,9 @@ SIGNIFICANCE_LEVEL = 0.05  # † when p < this
 MIN_PAIRS = 3  # fewest (run, seed)-matched pairs for the paired t-test (n=2 has df=1: useless)
 DECIMALS = 2  # shown precision of the x100 metric; bold and ties are judged at this precision
 MISSING = "–"
-# The cell columns without (alpha, beta): one main-table row per distinct value of these.
-METHOD_COLUMNS: tuple[str, ...] = tuple(c for c in CELL_COLUMNS if c not in ("alpha", "beta"))
+# The cell columns without (alpha, beta) and the params (a sweep searches them): one
+# main-table row per distinct value of these.
+METHOD_COLUMNS: tuple[str, ...] = tuple(c for c in CELL_COLUMNS if c not in SEARCHED_COLUMNS)
 
 FAMILY_ORDER = ("homophilic", "heterophilic", "graph", "other")
 FAMILY_TITLE = {
@@ -137,6 +145,7 @@ class MainCell:
     row: str  # the row label: "GCN+HAM"
     family: str
     cell_label: str  # the shown cell as `cells.summarize` labels it, "" when none
+    settings: str  # its params that differ from the preset ("lr=0.001, dropout=0.5"), or ""
     alpha: float  # NaN for baselines and when no cell is shown
     beta: float
     selected: bool  # chosen by `cells.best_per_group` (False: the only cell, or none)
@@ -330,7 +339,7 @@ def paired_test(
 
 
 def _cell_key(row: pd.Series | dict) -> tuple:
-    return tuple(_norm(row[c]) for c in CELL_COLUMNS)
+    return cell_key(row)
 
 
 def _method_key(row: pd.Series | dict) -> tuple:
@@ -476,6 +485,7 @@ def build_tables(
                 row=row_label(display, m.spec, protocol),
                 family=column.family,
                 cell_label=str(cell["label"]) if cell is not None else "",
+                settings=str(cell["settings"]) if cell is not None else "",
                 alpha=float(cell["alpha"]) if cell is not None and not _missing(cell["alpha"])
                 else math.nan,
                 beta=float(cell["beta"]) if cell is not None and not _missing(cell["beta"])
@@ -498,8 +508,9 @@ def build_tables(
                 partial=cell is None or n < expected or failed > 0,
                 best=False,
                 tie=False,
-                cells_searched=eligible if m.spec.ham is not None else 1,
-                cells_skipped=len(m.cells) - eligible if m.spec.ham is not None else 0,
+                cells_searched=eligible if m.spec.ham is not None or len(m.cells) > 1 else 1,
+                cells_skipped=len(m.cells) - eligible
+                if m.spec.ham is not None or len(m.cells) > 1 else 0,
                 note="; ".join(notes),
                 runs=tuple(
                     RunRef(

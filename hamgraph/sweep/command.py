@@ -74,23 +74,25 @@ def check_storage_url(url: str) -> None:
 def prepare_studies(sweep: Sweep, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
     """Create (or load) every study once, before workers start; recover dead workers' trials."""
     studies = []
-    space = sweep.search
-    for dataset, model in sweep.targets():
+    for dataset, model, role in sweep.studies():
+        space = sweep.space_of(role)
         study = optuna.create_study(
-            study_name=study_name(sweep, dataset, model), storage=storage,
+            study_name=study_name(sweep, dataset, model, role), storage=storage,
             sampler=space.make_sampler(0, 0, sweep.baseline), pruner=space.make_pruner(),
             direction="maximize", load_if_exists=True,
         )
         attrs = study.user_attrs
         wanted = {
             "sweep": sweep.name, "dataset": dataset, "model": model,
-            "search": json.dumps(space.model_dump(), sort_keys=True),
+            "search": json.dumps(sweep.search.model_dump(), sort_keys=True),
             "base": json.dumps({"epochs": sweep.epochs, "runs": sweep.runs, "seed": sweep.seed,
                                 "overrides": sweep.overrides,
                                 "optimizer": None if sweep.base is None else sweep.base.to_yaml()},
                                sort_keys=True, default=str),
             "value": "mean validation metric x100",
         }
+        if role != "main":
+            wanted["role"] = role
         for key, value in wanted.items():
             if attrs.get(key) != value:
                 study.set_user_attr(key, value)
@@ -104,12 +106,12 @@ def known_specs(sweep: Sweep, studies: list[optuna.Study]) -> list[RunSpec]:
     """The runs of every cell the sweep has or will have tried: the cells of a finite space
     and those of every trial so far (in an open space, later trials are not known yet)."""
     specs: dict[str, RunSpec] = {}
-    for (dataset, model), study in zip(sweep.targets(), studies, strict=True):
-        cells = list(sweep.search.cells(sweep.baseline) or [])
+    for (dataset, model, role), study in zip(sweep.studies(), studies, strict=True):
+        cells = list(sweep.space_of(role).cells(sweep.baseline) or [])
         cells += [c for c in (cell_of_trial(t, sweep.baseline)
                               for t in study.get_trials(deepcopy=False)) if c is not None]
         for cell in dict.fromkeys(cells):
-            for spec in sweep.specs(dataset, model, cell.ham):
+            for spec in sweep.specs(dataset, model, cell):
                 specs.setdefault(spec.key(), spec)
     return list(specs.values())
 
@@ -225,11 +227,14 @@ def run_sweep(
 
     best = best_cells(sweep_cells(sweep, storage_obj, store))
     write_best(out_dir / BEST_CSV, best)
-    budget = sweep.search.budget(trials)
-    cells = sweep.search.cells(sweep.baseline)
-    labels = None if cells is None else [c.label for c in cells]
-    unfinished = [study.study_name for study in studies
-                  if not co.study_progress(study, labels).finished(budget, labels is not None)]
+    unfinished = []
+    for (_dataset, _model, role), study in zip(sweep.studies(), studies, strict=True):
+        space = sweep.space_of(role)
+        cells = space.cells(sweep.baseline)
+        labels = None if cells is None else [c.label for c in cells]
+        if not co.study_progress(study, labels).finished(space.budget_of(trials),
+                                                         labels is not None):
+            unfinished.append(study.study_name)
     log.info("best cells: %s; runs: %s; dashboard: optuna-dashboard %s",
              out_dir / BEST_CSV, store.runs_csv, dashboard_arg(url))
     if errors:

@@ -37,7 +37,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hamgraph.atomic import owner_alive, process_start
-from hamgraph.sweep.spaces import CELL
+from hamgraph.sweep.spaces import A_SETTINGS, CELL
 from hamgraph.sweep.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def requeue_preempted(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    user = {k: trial.user_attrs[k] for k in (A_CELL, A_OPT, A_ALPHA, A_BETA)
+    user = {k: trial.user_attrs[k] for k in (A_CELL, A_OPT, A_ALPHA, A_BETA, A_SETTINGS)
             if k in trial.user_attrs}
     system = {k: trial.system_attrs[k] for k in ("grid_id", "search_space")
               if k in trial.system_attrs}

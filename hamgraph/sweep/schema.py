@@ -7,7 +7,10 @@
     base: {sgd: {momentum: 0.9}}   # optional: the base optimizer, as in grids (default: the
                                    # protocol's); part of every cell's identity
     epochs: 30                 # runs / seed / overrides: as in grids
-    search: {kind: grid, alpha: [200, -10], beta: [0, 0.1]}   # see hamgraph.sweep.spaces
+    search:                    # see hamgraph.sweep.spaces (kinds) and .settings (names)
+      kind: tpe
+      space: {lr: {log: [1.0e-4, 1.0e-2]}, dropout: [0.2, 0.5], alpha: [200, -10]}
+      budget: equal            # + a baseline study per target, tuned as hard
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pydantic import Field, model_validator
 
 from hamgraph.config import BaseChoice, StrictModel, parse_model, read_yaml
 from hamgraph.errors import ConfigError, UserInputError
-from hamgraph.specs import HamSettings, OptimizerSpec, RunSpec, normalize_options
-from hamgraph.sweep.spaces import BASELINE, Space
+from hamgraph.specs import OptimizerSpec, RunSpec, normalize_options
+from hamgraph.sweep.settings import Recipe, apply_setting, check_setting
+from hamgraph.sweep.spaces import BASELINE, Cell, Role, SearchSpace, Space
 
 # Bumped when the meaning of a trial's value changes, so a resumed sweep never mixes two
 # meanings in one study (2: the value is the mean validation metric x100, as in every table).
@@ -51,8 +55,15 @@ class Sweep(StrictModel):
         return self
 
     def targets(self) -> list[tuple[str, str]]:
-        """(dataset, model) pairs, one study each, in file order."""
+        """(dataset, model) pairs, one study each (two with `budget: equal`), in file order."""
         return [(d, m) for d in self.datasets for m in self.models]
+
+    def studies(self) -> list[tuple[str, str, Role]]:
+        """(dataset, model, role) of every study, in file order (main before baseline)."""
+        return [(d, m, role) for d, m in self.targets() for role in self.search.roles()]
+
+    def space_of(self, role: Role) -> SearchSpace:
+        return self.search.for_role(role)
 
     def param_overrides(self) -> dict[str, Any]:
         out = dict(self.overrides)
@@ -67,14 +78,26 @@ class Sweep(StrictModel):
             return BASELINE
         return OptimizerSpec(self.base.name, normalize_options(dict(self.base.options))).label()
 
-    def specs(self, dataset: str, model: str, ham: HamSettings | None) -> list[RunSpec]:
+    def recipe(self, cell: Cell) -> Recipe:
+        """What the runs of a cell are made of: the sweep's settings, then the cell's."""
+        recipe = Recipe(
+            overrides=self.param_overrides(),
+            base=None if self.base is None else self.base.name,
+            base_options={} if self.base is None else dict(self.base.options),
+            ham=cell.ham,
+        )
+        for name, value in cell.settings:
+            recipe = apply_setting(recipe, name, value)
+        return recipe
+
+    def specs(self, dataset: str, model: str, cell: Cell) -> list[RunSpec]:
         """The RunSpecs of one cell (the protocol's runs), exactly as a grid would make them."""
         from hamgraph.grid import specs_for
 
+        recipe = self.recipe(cell)
         return specs_for(
-            dataset, model, ham, overrides=self.param_overrides(), runs=self.runs,
-            seed=self.seed, base=None if self.base is None else self.base.name,
-            base_options=None if self.base is None else dict(self.base.options),
+            dataset, model, recipe.ham, overrides=recipe.overrides, runs=self.runs,
+            seed=self.seed, base=recipe.base, base_options=recipe.base_options or None,
         )
 
 
@@ -116,13 +139,43 @@ def _check_names(sweep: Sweep, path: Path) -> None:
             raise ConfigError(f"{path}: base: {exc}") from None
     for dataset, model in sweep.targets():
         try:
-            sweep.specs(dataset, model, None)
+            specs = sweep.specs(dataset, model, Cell(None))
         except OverrideError as exc:
             key = "epochs" if exc.field == "epochs" and sweep.epochs is not None else (
                 f"overrides.{exc.field}")
             raise ConfigError(f"{path}: {key}: {exc.problem}") from None
         except UserInputError as exc:
             raise ConfigError(f"{path}: {dataset} x {model}: {exc}") from None
+        _check_space(sweep, path, specs[0])
+
+
+def _check_space(sweep: Sweep, path: Path, spec: RunSpec) -> None:
+    """Every searched value (a choice, a range's ends) is valid for the setting it sets, by the
+    grid's own checks; a name the sweep also sets elsewhere is searched in one place only."""
+    where = f"{spec.dataset} x {spec.model}"
+    for name, dim in sweep.search.space.items():
+        if name in sweep.param_overrides():
+            raise ConfigError(f"{path}: search.space.{name}: also set in overrides; keep one")
+        if name.startswith("base.") and sweep.base is not None and (
+                name[len("base."):] in sweep.base.options):
+            raise ConfigError(f"{path}: search.space.{name}: also set in base; keep one")
+        for value in dim.values():
+            try:
+                check_setting(name, value, params=spec.params, base=spec.optimizer.base)
+            except UserInputError as exc:
+                raise ConfigError(f"{path}: search.space.{name}: {exc} ({where})") from None
+        if dim.step is not None and dim.is_integer(name) and not isinstance(dim.step, int):
+            raise ConfigError(f"{path}: search.space.{name}: {name} is an int setting, its "
+                              f"step must be an int, got {dim.step!r}")
+        if not dim.finite and not dim.is_integer(name):
+            if name.startswith("base.") or name in ("alpha", "beta", "clamp"):
+                continue
+            from hamgraph.sweep.settings import param_type
+
+            kind = type(spec.params).__name__
+            if param_type(name, kind) is not float:
+                raise ConfigError(f"{path}: search.space.{name}: a range needs a number "
+                                  f"setting, {name} is not ({where})")
 
 
 def _space_hash(sweep: Sweep) -> str:
@@ -138,6 +191,8 @@ def _space_hash(sweep: Sweep) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def study_name(sweep: Sweep, dataset: str, model: str) -> str:
-    """`<sweep>.<dataset>.<model>.<hash>`: the same command resumes, an edited space does not."""
-    return f"{sweep.name}.{dataset}.{model}.{_space_hash(sweep)}"
+def study_name(sweep: Sweep, dataset: str, model: str, role: Role = "main") -> str:
+    """`<sweep>.<dataset>.<model>.<hash>`: the same command resumes, an edited space does not.
+    The tuned baseline of `budget: equal` is `<...>.<hash>.baseline`."""
+    name = f"{sweep.name}.{dataset}.{model}.{_space_hash(sweep)}"
+    return name if role == "main" else f"{name}.{role}"

@@ -34,7 +34,7 @@ from hamgraph.specs import RunResult, RunSpec
 from hamgraph.store import ResultStore, run_row
 from hamgraph.sweep import coordination as co
 from hamgraph.sweep.schema import Sweep
-from hamgraph.sweep.spaces import Cell, SearchSpace
+from hamgraph.sweep.spaces import A_SETTINGS, Cell, Role, SearchSpace
 from hamgraph.track import Tracking
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,11 @@ class StudyContext:
     device: Any  # torch.device
     pack: PackSize = "auto"
     tracking: Tracking | None = None  # experiment trackers of every trained run
+    role: Role = "main"  # "baseline": the tuned baseline study of `budget: equal`
 
     @property
     def space(self) -> SearchSpace:
-        return self.sweep.search
+        return self.sweep.space_of(self.role)
 
     @property
     def baseline(self) -> str:
@@ -105,12 +106,16 @@ def _claim(ctx: StudyContext, trial: optuna.Trial) -> _Open | None:
     """Own the trial, choose its cell, yield to an earlier trial of the same cell."""
     co.claim(trial)
     cell = ctx.space.suggest(trial, ctx.baseline)
-    specs = ctx.sweep.specs(ctx.dataset, ctx.model, cell.ham)
-    trial.set_user_attr(co.A_CELL, cell.label)
+    specs = ctx.sweep.specs(ctx.dataset, ctx.model, cell)
+    # the cell's label last: a trial with a cell attribute has all the others (a worker killed
+    # in between leaves a trial without a cell, which nothing reads as half a cell)
+    if cell.settings:
+        trial.set_user_attr(A_SETTINGS, [[name, value] for name, value in cell.settings])
     trial.set_user_attr(co.A_OPT, specs[0].optimizer.kind)
     trial.set_user_attr(co.A_ALPHA, None if cell.ham is None else cell.ham.alpha)
     trial.set_user_attr(co.A_BETA, None if cell.ham is None else cell.ham.beta)
     trial.set_user_attr("label", specs[0].optimizer_label)
+    trial.set_user_attr(co.A_CELL, cell.label)
     open_ = _Open(trial, cell, specs)
     if _yield_to_duplicate(ctx, open_, final=False):
         return None

@@ -28,6 +28,7 @@ from hamgraph.preemption import EXIT_PREEMPTED, Preempted
 from hamgraph.runner import PackSize
 from hamgraph.sweep import coordination as co
 from hamgraph.sweep.schema import Sweep, study_name
+from hamgraph.sweep.spaces import Role
 from hamgraph.sweep.storage import open_storage
 from hamgraph.sweep.trials import StudyContext, run_batch
 
@@ -83,11 +84,11 @@ def drive(ctx: StudyContext, budget: int, batch: int | None = None, workers: int
 
 
 def _load_study(job: Job, storage: optuna.storages.BaseStorage, dataset: str,
-                model: str) -> optuna.Study:
-    name = study_name(job.sweep, dataset, model)
+                model: str, role: Role) -> optuna.Study:
+    name = study_name(job.sweep, dataset, model, role)
     trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
     finished = sum(t.state.is_finished() for t in trials)
-    space = job.sweep.search
+    space = job.sweep.space_of(role)
     return optuna.load_study(
         study_name=name, storage=storage,
         sampler=space.make_sampler(job.index, finished, job.sweep.baseline),
@@ -112,15 +113,14 @@ def work(job: Job) -> None:
     store = ResultStore(Path(job.out))
     paths = data_paths_from_env()
     device = resolve_device(job.device)
-    budget = job.sweep.search.budget(job.trials)
-    for dataset, model in job.sweep.targets():
-        study = _load_study(job, storage, dataset, model)
+    for dataset, model, role in job.sweep.studies():
+        study = _load_study(job, storage, dataset, model, role)
         ctx = StudyContext(
             sweep=job.sweep, dataset=dataset, model=model, study=study,
             store=store, paths=paths, device=device, pack=job.pack,
-            tracking=Tracking(job.track, log_dir=job.out, group=study.study_name),
+            tracking=Tracking(job.track, log_dir=job.out, group=study.study_name), role=role,
         )
-        drive(ctx, budget, job.batch, job.workers)
+        drive(ctx, ctx.space.budget_of(job.trials), job.batch, job.workers)
 
 
 def _watch_parent(parent: int) -> None:
