@@ -144,6 +144,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         for path in report.written:
             print(f"  wrote {path}")
+        for note in report.notes:
+            print(f"  note: {note}")
         return 0
     if args.command == "sweep":
         from hamgraph.runner import parse_pack

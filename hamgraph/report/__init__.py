@@ -73,6 +73,7 @@ class ReportOutcome:
     inputs: tuple[Path, ...]
     metric: ShownMetric
     compare_source: str | None
+    notes: tuple[str, ...] = ()  # e.g. runs left out because their records were damaged
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -96,6 +97,7 @@ def _read_one(root: Path) -> pd.DataFrame:
     if not store.runs_csv.is_file() and not store.finished_keys():
         raise UserInputError(f"report: {root}: no runs.csv (not a hamgraph result dir)")
     path = store.runs_csv
+    store.verify()  # damaged records are set aside (one warning each) and left out
     try:
         frame = store.frame()
     except pd.errors.EmptyDataError:
@@ -170,6 +172,21 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
     return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
 
 
+def damage_notes(paths: Sequence[Path]) -> list[str]:
+    """One note per result dir with runs left out because their records were damaged (set aside
+    under `<dir>/damaged/` by the store, now or by an earlier command, and not trained again)."""
+    notes = []
+    for path in paths:
+        keys = ResultStore(path).damaged_keys()
+        if keys:
+            notes.append(
+                f"{len(keys)} run(s) of {path} left out: their records were damaged and set "
+                f"aside in {Path(path) / 'damaged'} (first: {keys[0]}); `hamgraph run` or "
+                "`hamgraph sweep` on that dir trains them again"
+            )
+    return notes
+
+
 def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
     target = Path(out) if out is not None else Path(paths[0]) / "report"
     if target.exists() and not target.is_dir():
@@ -222,6 +239,9 @@ def write_report(
             atomic_write_text(target / name, text)
             written.append(target / name)
     ok = int((runs["status"] == "ok").sum())
+    notes = damage_notes(paths)
+    for note in notes:
+        log.warning("report: %s", note)
     return ReportOutcome(
         out=target,
         written=tuple(written),
@@ -232,4 +252,5 @@ def write_report(
         inputs=tuple(paths),
         metric=metric,  # type: ignore[arg-type]
         compare_source=tables.compare_source,
+        notes=tuple(notes),
     )
