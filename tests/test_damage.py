@@ -215,3 +215,21 @@ def test_ham_settings_survive_the_record_check(tmp_path: Path) -> None:
     result = make_result(0, HamSettings(alpha=-10, beta=0.01), status="failed")
     store.add(result)
     assert ResultStore(tmp_path).read(result.spec.key()).spec == result.spec
+
+
+def test_sweep_trains_a_damaged_run_of_a_finished_cell_again(tmp_path: Path) -> None:
+    from sweep_helpers import grid_body, write_sweep
+
+    path = write_sweep(tmp_path, grid_body("dmgsweep", alpha="[200]", beta="[0]"))
+    out = tmp_path / "out"
+    args = ["sweep", str(path), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    records = sorted((out / "records").glob("*.json"))
+    assert len(records) == 2  # the baseline and one HAM cell, one run each
+    intact = records[1].read_bytes(), records[1].stat().st_mtime_ns
+    records[0].write_bytes(records[0].read_bytes()[:50])
+    assert main(args) == 0
+    assert json.loads(records[0].read_text())["key"] == records[0].stem  # trained again
+    assert (records[1].read_bytes(), records[1].stat().st_mtime_ns) == intact
+    best = pd.read_csv(out / "best.csv")
+    assert list(best["n"]) == [1, 1]
