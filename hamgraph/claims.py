@@ -114,7 +114,7 @@ def _owner_of(seen: tuple[int, int, bytes] | None) -> Owner | None:
         return None
 
 
-def _parse_name(name: str) -> tuple[str, int] | None:
+def parse_claim_name(name: str) -> tuple[str, int] | None:
     """`<key>.<generation>.json` -> (key, generation); None for other files."""
     if not name.endswith(".json") or name.startswith("."):
         return None
@@ -154,7 +154,7 @@ class Claims:
         except FileNotFoundError:
             return current
         for name in names:
-            parsed = _parse_name(name)
+            parsed = parse_claim_name(name)
             if parsed is not None:
                 key, gen = parsed
                 if key not in current or gen > current[key][0]:
@@ -209,12 +209,13 @@ class Claims:
         Safe while others claim: a stale file never becomes live again, and a file is deleted
         only if it is still the one judged stale (compare before delete). -> count removed.
         """
-        removed = 0
-        for _key, (_gen, path) in self._current().items():
-            seen = _identity(path)
-            if seen is not None and self.is_stale(path) and _delete_if_same(path, seen):
-                removed += 1
-        return removed
+        return sum(self.remove_if_stale(path) for _gen, path in self._current().values())
+
+    def remove_if_stale(self, path: Path) -> bool:
+        """Delete one claim file if its owner is gone, and only if it is still the file judged
+        (compare before delete). -> deleted."""
+        seen = _identity(path)
+        return seen is not None and self.is_stale(path) and _delete_if_same(path, seen)
 
     # --- claiming ---
     def _create(self, key: str, gen: int) -> Path | None:
@@ -270,7 +271,7 @@ class Claims:
             path.unlink(missing_ok=True)
             return False
         older = sorted((gen, self.dir / name) for name in os.listdir(self.dir)
-                       if (parsed := _parse_name(name)) is not None and parsed[0] == key
+                       if (parsed := parse_claim_name(name)) is not None and parsed[0] == key
                        and (gen := parsed[1]) < mine)
         for _gen, other in older:
             if other == look.judged and look.seen is not None:

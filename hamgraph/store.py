@@ -38,6 +38,7 @@ the next `sync()` restores from the records (the records themselves are never lo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -433,7 +434,8 @@ class ResultStore:
             log.debug("cannot rewrite %s: %s", path, exc)
 
     # --- damage ------------------------------------------------------------------------------
-    def set_aside(self, path: Path, problem: str, seen: os.stat_result | None = None) -> SetAside:
+    def set_aside(self, path: Path, problem: str, seen: os.stat_result | None = None,
+                  what: str = "damaged") -> SetAside:
         """Move a damaged file under root to `damaged/<time>/<its relative path>`, with one
         warning line naming it and what was wrong; the store then treats it as missing.
 
@@ -457,7 +459,8 @@ class ResultStore:
         except FileNotFoundError:  # moved or removed by another process meanwhile
             return SetAside(path, None, problem)
         except OSError as exc:
-            log.warning("%s: damaged (%s); left in place: cannot move it: %s", path, problem, exc)
+            log.warning("%s: %s (%s); left in place: cannot move it: %s", path, what, problem,
+                        exc)
             entry = SetAside(path, None, problem)
             self.set_aside_files.append(entry)
             return entry
@@ -470,7 +473,7 @@ class ResultStore:
             except OSError:
                 pass  # an even newer one is in place: the moved copy stays in damaged/
             return SetAside(path, None, problem)
-        log.warning("%s: damaged (%s); set aside as %s", path, problem, target)
+        log.warning("%s: %s (%s); set aside as %s", path, what, problem, target)
         entry = SetAside(path, target, problem)
         self.set_aside_files.append(entry)
         return entry
@@ -628,6 +631,23 @@ class ResultStore:
                     self._keep_copy(self.runs_csv, f"{bad[0]}; rebuilt from the records"
                                     + (f" ({len(bad)} problems)" if len(bad) > 1 else ""))
                 atomic_write_text(self.runs_csv, text, fsync=True)
+
+    def rebuild_runs_csv(self, problem: str) -> None:
+        """Rewrite runs.csv from the records (its rows' order kept where it can be read), a copy
+        of the old file kept in damaged/ (`problem`: why, for the warning)."""
+        self.verify()
+        with FileLock(str(self.root / ".runs.lock")):
+            order: list[str] = []
+            if self.runs_csv.exists():
+                text = self.runs_csv.read_text(encoding="utf-8", errors="replace")
+                with contextlib.suppress(csv.Error):
+                    order = [row.get("key") or "" for row in csv.DictReader(io.StringIO(text))]
+                self._keep_copy(self.runs_csv, f"{problem}; rebuilt from the records")
+            recorded = self.finished_keys()
+            keys = [k for k in dict.fromkeys(order) if k in recorded]
+            keys += sorted(recorded - set(keys))
+            atomic_write_text(self.runs_csv, _csv_text(RUN_COLUMNS, self._rows_from_records(keys)),
+                              fsync=True)
 
     def _keep_copy(self, path: Path, problem: str) -> None:
         """Copy a damaged derived file to damaged/ before it is rewritten (one warning line)."""
