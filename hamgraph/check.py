@@ -229,6 +229,8 @@ class _Check:
         self.files += 1
         text = path.read_text(encoding="utf-8", errors="replace")
         problems: list[str] = []
+        if text and not text.endswith("\n"):
+            problems.append("truncated (no newline at the end)")
         seen: list[str] = []
         reader = csv.DictReader(io.StringIO(text))
         try:
@@ -247,8 +249,6 @@ class _Check:
                         problems.append(f"row {reader.line_num}: differs from the record of {key}")
         except csv.Error as exc:
             problems.append(f"not CSV ({exc})")
-        if text and not text.endswith("\n"):
-            problems.append("truncated (no newline at the end)")
         duplicated = sorted({k for k in seen if seen.count(k) > 1})
         if duplicated:
             problems.append(f"{len(duplicated)} key(s) listed twice (first: {duplicated[0]})")

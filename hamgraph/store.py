@@ -210,7 +210,7 @@ def parse_record(raw: bytes, key: str) -> RunResult:
     except UnicodeDecodeError:
         raise DamagedRecord("not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise DamagedRecord(f"not JSON, truncated? ({exc.msg} at char {exc.pos})") from None
+        raise DamagedRecord(f"not JSON (truncated?): {exc.msg}: char {exc.pos}") from None
     if not isinstance(data, dict):
         raise DamagedRecord(f"not a record: a JSON {type(data).__name__}, not an object")
     try:

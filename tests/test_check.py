@@ -177,3 +177,26 @@ def test_check_an_rdb_storage(tmp_path: Path) -> None:
     assert found.kind == "duplicated" and "cell a=1,b=0 COMPLETE in trials 0, 1" in found.problem
     with pytest.raises(Exception, match="not a directory"):
         check_dir(tmp_path / "nope", storage=url)
+
+
+def test_the_documented_check_commands(tmp_path: Path, monkeypatch, capsys) -> None:
+    """docs/result-dirs.md's `check` block, as written (run from a dir with results/tiny)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(_run_args(tmp_path, Path("results/tiny"))) == 0
+    (Path("results/tiny") / "runs.csv").write_text("key\n")  # something to find and repair
+    commands = [
+        "hamgraph check results/tiny",
+        "hamgraph check --repair results/tiny",
+        "hamgraph check results/tiny results/other --storage sqlite:///sweeps.db",
+    ]
+    Path("results/other").mkdir()
+    (Path("results/other") / "config.yaml").write_text("name: other\n")
+    import optuna
+
+    optuna.create_study(study_name="s", storage="sqlite:///sweeps.db")
+    codes = [main(line.split()[1:]) for line in commands]
+    assert codes == [1, 0, 0]
+    printed = capsys.readouterr().out
+    assert f"damaged: {Path('results/tiny/runs.csv')}: not this hamgraph's runs.csv header" \
+        in printed
+    assert printed.strip().endswith("check: results/other: clean (1 files read)")
