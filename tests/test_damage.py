@@ -233,3 +233,7 @@ def test_sweep_trains_a_damaged_run_of_a_finished_cell_again(tmp_path: Path) -> 
     assert (records[1].read_bytes(), records[1].stat().st_mtime_ns) == intact
     best = pd.read_csv(out / "best.csv")
     assert list(best["n"]) == [1, 1]
+    from hamgraph.check import check_dir
+
+    outcome = check_dir(out)  # the sweep's journal included
+    assert outcome.clean, outcome.findings
