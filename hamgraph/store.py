@@ -57,7 +57,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, host_tag, pid_alive
+from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir, host_tag, pid_alive
 from hamgraph.errors import HamgraphError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 
@@ -365,6 +365,8 @@ class ResultStore:
         """Create the directories, remove dead temp files and repair runs.csv (start of a grid)."""
         for path in (self.root, self.records_dir, self.history_dir):
             path.mkdir(parents=True, exist_ok=True)
+        for path in (self.root.parent, self.root):  # the new folders' entries, durably
+            fsync_dir(path)
         self.clean_temp_files()
         self.sync()
 

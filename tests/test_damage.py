@@ -237,3 +237,15 @@ def test_sweep_trains_a_damaged_run_of_a_finished_cell_again(tmp_path: Path) -> 
 
     outcome = check_dir(out)  # the sweep's journal included
     assert outcome.clean, outcome.findings
+
+
+def test_report_rebuilds_a_garbled_runs_csv_instead_of_refusing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _run(tmp_path, out) == 0
+    (out / "runs.csv").write_bytes(b'key,dataset\n"unterminated\x00\xff,\n' * 3)
+    code = main(["report", str(out), "--format", "csv"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err  # used to exit 2: "not a readable runs.csv"
+    assert "report: 4 runs (4 ok, 0 failed)" in printed.out
+    assert len(pd.read_csv(out / "runs.csv")) == 4
+    assert len(list((out / DAMAGED_DIR).glob("*/runs.csv"))) == 1  # the old file is kept
