@@ -151,7 +151,12 @@ class _Check:
             self.files += 1
             key = path.stem
             try:
-                result = parse_record(path.read_bytes(), key)
+                raw = path.read_bytes()
+            except OSError as exc:  # permissions, an I/O error of the disk
+                self.add("damaged", path, f"cannot be read: {exc.strerror or exc}")
+                continue
+            try:
+                result = parse_record(raw, key)
             except DamagedRecord as exc:
                 self.add("damaged", path, str(exc), self.set_aside(path, str(exc)))
                 self.set_aside_keys.add(key)

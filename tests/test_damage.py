@@ -202,10 +202,13 @@ def test_report_leaves_a_damaged_run_out_and_says_so(tmp_path: Path, capsys) -> 
     capsys.readouterr()
     record = sorted((out / "records").glob("*.json"))[0]
     record.write_text("{")
-    code = main(["report", str(out), "--format", "csv"])
+    code = main(["report", str(out), "--format", "csv,md,html"])
     printed = capsys.readouterr()
     assert code == 0, printed.err  # used to refuse the whole dir ("not a readable runs.csv")
     assert f"1 run(s) of {out} left out" in printed.out and record.stem in printed.out
+    for name in ("main.md", "report.html"):  # the report's own notes say so too
+        text = (out / "report" / name).read_text()
+        assert "Left out" in text and record.stem in text
     assert len(pd.read_csv(out / "runs.csv")) == 3
     assert not math.isnan(pd.read_csv(out / "report" / "main.csv").shape[0])
 

@@ -187,6 +187,22 @@ def damage_notes(paths: Sequence[Path]) -> list[str]:
     return notes
 
 
+def _with_notes(name: str, text: str, notes: Sequence[str]) -> str:
+    """main.md and report.html with a "Left out" section listing `notes` (damage_notes)."""
+    if not notes:
+        return text
+    if name == "main.md":
+        return text.rstrip("\n") + "\n\n## Left out\n\n" + "".join(f"- {n}\n" for n in notes)
+    if name == "report.html" and "</body>" in text:
+        import html
+
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        section = f"<h2>Left out</h2>\n<ul class='notes'>{items}</ul>\n"
+        head, _, tail = text.rpartition("</body>")
+        return head + section + "</body>" + tail
+    return text
+
+
 def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
     target = Path(out) if out is not None else Path(paths[0]) / "report"
     if target.exists() and not target.is_dir():
@@ -219,6 +235,9 @@ def write_report(
         published = load_published(compare)
     target = _resolve_out(paths, out)
     tables = build_tables(runs, metric=metric, published=published)  # type: ignore[arg-type]
+    notes = damage_notes(paths)
+    for note in notes:
+        log.warning("report: %s", note)
     rendered: dict[str, str] = {}
     for fmt in wanted:
         if fmt in RENDERERS:
@@ -227,7 +246,7 @@ def write_report(
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, text in rendered.items():
-        atomic_write_text(target / name, text)
+        atomic_write_text(target / name, _with_notes(name, text, notes))
         written.append(target / name)
 
     from hamgraph.plots import write_figures
@@ -236,12 +255,9 @@ def write_report(
     written += [target / f for f in figures] + [target / f.with_suffix(".pdf") for f in figures]
     if "html" in wanted:
         for name, text in render_html(tables, figures, paths).items():
-            atomic_write_text(target / name, text)
+            atomic_write_text(target / name, _with_notes(name, text, notes))
             written.append(target / name)
     ok = int((runs["status"] == "ok").sum())
-    notes = damage_notes(paths)
-    for note in notes:
-        log.warning("report: %s", note)
     return ReportOutcome(
         out=target,
         written=tuple(written),
