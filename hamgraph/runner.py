@@ -431,15 +431,15 @@ def execute_specs(
     return [outcomes[key] for key in keys]
 
 
-def _needs_training(store: ResultStore, key: str, retrain: set[str]) -> bool:
-    """No record yet, or (a key to retrain) a record from another version, as in stale_keys
-    (the record itself: another process may have stored the run since runs.csv was read)."""
-    result = store.read(key) if store.record_path(key).exists() else None
-    if result is None:  # no record, or a damaged one (set aside)
-        return True
-    if key not in retrain:
-        return False
-    return _from_another_version(result.provenance.get("hamgraph_version", ""))
+def _stored_result(store: ResultStore, key: str, retrain: set[str]) -> RunResult | None:
+    """The stored result of `key`; None when it needs training: no record (or a damaged one,
+    set aside by the store), or (a key to retrain) a record from another version, as in
+    stale_keys (the record itself: another process may have stored the run since runs.csv was
+    read)."""
+    result = store.read(key)
+    if result is None or key not in retrain:
+        return result
+    return None if _from_another_version(result.provenance.get("hamgraph_version", "")) else result
 
 
 def _claimed_packs(
@@ -468,8 +468,7 @@ def _claimed_packs(
                     key = spec.key()
                     if key not in held:
                         waiting.append(spec)
-                    elif _needs_training(store, key, retrain) or (
-                            result := store.read(key)) is None:
+                    elif (result := _stored_result(store, key, retrain)) is None:
                         mine.append(spec)
                     else:  # stored by another process since we looked
                         settled(outcome_of(result, trained=False))
