@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", type=Path, help="result dirs of run or sweep")
     check.add_argument(
         "--storage", metavar="URL",
-        help="the sweep's Optuna RDB storage to check too (default: the dir's "
-        "optuna-journal.log, if any)",
+        help="the sweep's Optuna RDB storage to check too, once, with the first dir (default: "
+        "each dir's optuna-journal.log, if any)",
     )
     check.add_argument(
         "--repair", action="store_true",
@@ -193,7 +193,9 @@ def _check(paths: Sequence[Path], storage: str | None, repair: bool) -> int:
     with --repair, when everything found was repaired), 1 when something is left."""
     from hamgraph.check import check_dir
 
-    outcomes = [check_dir(path, storage=storage, repair=repair) for path in paths]
+    # the storage is shared by the dirs: checked (and repaired) once, with the first
+    outcomes = [check_dir(path, storage=storage if i == 0 else None, repair=repair)
+                for i, path in enumerate(paths)]
     for outcome in outcomes:
         for f in outcome.findings:
             done = f" [repaired: {f.repaired}]" if f.repaired else ""
