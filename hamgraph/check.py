@@ -24,9 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import shutil
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Literal
 
 from hamgraph.claims import Claims, parse_claim_name
 from hamgraph.errors import UserInputError
+from hamgraph.specs import RunResult
 from hamgraph.store import (
     CHECKPOINTS_DIR,
     DAMAGED_DIR,
@@ -49,8 +50,6 @@ from hamgraph.store import (
     temp_file_orphaned,
 )
 from hamgraph.sweep.storage import JOURNAL_FILE
-
-log = logging.getLogger(__name__)
 
 FindingKind = Literal["damaged", "stale", "orphaned", "duplicated"]
 KINDS: tuple[FindingKind, ...] = ("damaged", "stale", "orphaned", "duplicated")
@@ -126,7 +125,7 @@ class _Check:
         self.store = ResultStore(root)
         self.findings: list[Finding] = []
         self.files = 0
-        self.results: dict = {}  # key -> RunResult of every readable record
+        self.results: dict[str, RunResult] = {}  # key -> the result of every readable record
         self.set_aside_keys: set[str] = set()
 
     def add(self, kind: FindingKind, path: Path | str, problem: str, repaired: str = "") -> None:
@@ -136,7 +135,7 @@ class _Check:
         if not self.repair:
             return ""
         entry = self.store.set_aside(path, problem, what=what)
-        return f"set aside as {entry.moved_to}" if entry.moved_to else "could not be moved"
+        return f"set aside as {entry.moved_to}" if entry.moved_to else ""  # "": not repaired
 
     # --- records and histories ----------------------------------------------------------------
     def records(self) -> None:
@@ -175,7 +174,7 @@ class _Check:
             self._history_of(result)
         self._duplicates()
 
-    def _history_of(self, result) -> None:
+    def _history_of(self, result: RunResult) -> None:
         key = result.spec.key()
         path = self.store.history_path(key)
         if not path.is_file():
@@ -188,7 +187,7 @@ class _Check:
             problem = history_problem(raw)
             self.add("damaged", path, problem, self._rewrite_history(result))
 
-    def _rewrite_history(self, result) -> str:
+    def _rewrite_history(self, result: RunResult) -> str:
         if not self.repair:
             return ""
         self.store.read(result.spec.key())  # sets a differing history aside and rewrites it
@@ -336,8 +335,6 @@ class _Check:
             summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
         except (HamgraphError, ValueError) as exc:
             raise UserInputError(f"check: --storage {redact(url)}: {exc}") from None
-        import time
-
         for summary in summaries:
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
             trials = study.get_trials(deepcopy=False)
