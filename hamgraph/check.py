@@ -164,7 +164,7 @@ class _Check:
                     self.set_aside(history, "its record was damaged", what="set aside")
                 continue
             except RecordFormatError as exc:
-                self.add("stale", path, str(exc).split(": ", 1)[-1])
+                self.add("stale", path, str(exc))
                 continue
             self.results[key] = result
             version = result.provenance.get("hamgraph_version", "")

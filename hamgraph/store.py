@@ -219,8 +219,8 @@ def parse_record(raw: bytes, key: str) -> RunResult:
         raise DamagedRecord(f"format {data.get('format')!r} is not a number") from None
     if version > RECORD_FORMAT:
         raise RecordFormatError(
-            f"{key}: record format {version} is newer than this hamgraph reads "
-            f"({RECORD_FORMAT}); upgrade hamgraph"
+            f"record format {version} is newer than this hamgraph reads ({RECORD_FORMAT}); "
+            "upgrade hamgraph"
         )
     try:
         result = _result_from(data)
@@ -403,6 +403,8 @@ class ResultStore:
         except DamagedRecord as exc:
             self.set_aside(path, str(exc), seen)
             return None
+        except RecordFormatError as exc:
+            raise RecordFormatError(f"{path}: {exc}") from None
         self._check_history(result)
         return result
 

@@ -1,9 +1,9 @@
 """Chaos (issue 21 item 7): three commands share one result dir (`run --workers 2` and two
 `--shard i/2`), each killed with SIGKILL at random (seeded) moments for several rounds, with a
-damaged record and a truncated runs.csv injected while they run and again before the last,
-plain `hamgraph run`. At the end every run of the grid is recorded exactly once, every record
-is readable, and `hamgraph check` finds nothing, without `--repair`: the commands themselves
-contained the damage.
+damaged record and a truncated runs.csv injected after the first round (the three commands of
+the next round meet them at once) and again before the last, plain `hamgraph run`. At the end
+every run of the grid is recorded exactly once, every record is readable, and `hamgraph check`
+finds nothing, without `--repair`: the commands themselves contained the damage.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_three_commands_killed_at_random_then_one_plain_run(tmp_path: Path) -> N
             time.sleep(rng.uniform(0, 0.4))
             killed += proc.poll() is None
             _kill(proc)
-        if round_ == 0:  # damage while the next rounds run
+        if round_ == 0:  # damage that the next round's three commands meet at once
             key = _inject_damage(store, rng)
             if key is not None:
                 damaged.append(key)

@@ -100,8 +100,12 @@ def test_a_newer_record_format_is_not_damage(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     data["format"] = 99
     path.write_text(json.dumps(data))
-    with pytest.raises(RecordFormatError):
+    with pytest.raises(RecordFormatError, match=f"{path}: record format 99 is newer"):
         store.read(results[0].spec.key())
+    from hamgraph.check import check_dir
+
+    (found,) = check_dir(store.root).findings
+    assert found.kind == "stale" and found.problem.startswith("record format 99 is newer")
     assert path.exists()
 
 
