@@ -24,6 +24,13 @@ before a takeover (e.g. created generation 0 after the dead owner's generation 0
 over as 1 and deleted). A claim file that cannot be parsed (its owner died between creating
 and writing it) is judged by its mtime alone.
 
+Compare before delete: a process deletes another's claim file (a takeover's older generations,
+`prune`) only if it is still the very file it judged stale (same inode and same content). A
+file that was deleted and made again meanwhile (another process took the claim over, trained,
+released, and a third claimed the run afresh as generation 0) is a live claim: a takeover that
+finds such a live older generation backs off instead of deleting it. The steps of a takeover
+are methods (`_look`, `_take`) so that a test can interleave processes between them.
+
 Known limits: a live owner whose heartbeat thread cannot run for the grace period (or whose
 clock differs from the other hosts' by more than it) looks dead and its runs may be trained
 twice; the later record replaces the earlier (training is deterministic on one device).
@@ -66,7 +73,48 @@ class Owner:
         return f"{self.host} pid {self.pid}"
 
 
-def _parse_name(name: str) -> tuple[str, int] | None:
+@dataclass(frozen=True)
+class _Look:
+    """What a claim attempt saw: the generation to create and the stale file it replaces."""
+
+    gen: int
+    judged: Path | None  # the newest generation, judged stale (None: there was none)
+    seen: tuple[int, int, bytes] | None  # its identity when judged (_identity)
+
+
+def _identity(path: Path) -> tuple[int, int, bytes] | None:
+    """(inode, device, content) of a claim file; None if it is gone."""
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            return stat.st_ino, stat.st_dev, handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _delete_if_same(path: Path, seen: tuple[int, int, bytes]) -> bool:
+    """Delete `path` only if it is still the file seen (compare before delete). -> deleted.
+
+    Known limit: POSIX has no atomic compare-and-unlink; the window left is between this
+    comparison and the unlink (microseconds), in which the file would have to be deleted
+    and made again by two other processes."""
+    if _identity(path) != seen:
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def _owner_of(seen: tuple[int, int, bytes] | None) -> Owner | None:
+    try:
+        data = json.loads(seen[2]) if seen is not None else None
+        return None if data is None else Owner(str(data["host"]), int(data["pid"]),
+                                               str(data.get("started", "")),
+                                               str(data.get("start", "")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_claim_name(name: str) -> tuple[str, int] | None:
     """`<key>.<generation>.json` -> (key, generation); None for other files."""
     if not name.endswith(".json") or name.startswith("."):
         return None
@@ -106,7 +154,7 @@ class Claims:
         except FileNotFoundError:
             return current
         for name in names:
-            parsed = _parse_name(name)
+            parsed = parse_claim_name(name)
             if parsed is not None:
                 key, gen = parsed
                 if key not in current or gen > current[key][0]:
@@ -158,14 +206,16 @@ class Claims:
     def prune(self) -> int:
         """Delete the claims of dead owners (e.g. one killed after storing, before releasing).
 
-        Safe while others claim: a stale file never becomes live again. -> count removed.
+        Safe while others claim: a stale file never becomes live again, and a file is deleted
+        only if it is still the one judged stale (compare before delete). -> count removed.
         """
-        removed = 0
-        for _key, (_gen, path) in self._current().items():
-            if self.is_stale(path):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        return sum(self.remove_if_stale(path) for _gen, path in self._current().values())
+
+    def remove_if_stale(self, path: Path) -> bool:
+        """Delete one claim file if its owner is gone, and only if it is still the file judged
+        (compare before delete). -> deleted."""
+        seen = _identity(path)
+        return seen is not None and self.is_stale(path) and _delete_if_same(path, seen)
 
     # --- claiming ---
     def _create(self, key: str, gen: int) -> Path | None:
@@ -193,14 +243,24 @@ class Claims:
             if key in self._held:
                 return True
         self.dir.mkdir(parents=True, exist_ok=True)
+        look = self._look(key)
+        return look is not None and self._take(key, look)
+
+    def _look(self, key: str) -> _Look | None:
+        """Step 1 of a claim: the generation to create; None when a live process holds it."""
         current = self._current().get(key)
         if current is None:
-            mine = 0
-        else:
-            gen, old = current
-            if not self.is_stale(old):
-                return False
-            mine = gen + 1
+            return _Look(0, None, None)
+        gen, old = current
+        seen = _identity(old)  # before judging: what is deleted later must be this file
+        if seen is not None and not self.is_stale(old):
+            return None
+        return _Look(gen + 1, old, seen)
+
+    def _take(self, key: str, look: _Look) -> bool:
+        """Step 2: create generation `look.gen` (O_EXCL), back off if a newer or a live older
+        generation exists, delete the stale ones (compare before delete)."""
+        mine = look.gen
         path = self._create(key, mine)
         if path is None:
             return False
@@ -210,14 +270,27 @@ class Claims:
             # from an old listing, after a takeover deleted the dead generation 0): it holds it.
             path.unlink(missing_ok=True)
             return False
-        if current is not None:
-            owner = self.owner(current[1])
+        older = sorted((gen, self.dir / name) for name in os.listdir(self.dir)
+                       if (parsed := parse_claim_name(name)) is not None and parsed[0] == key
+                       and (gen := parsed[1]) < mine)
+        for _gen, other in older:
+            if other == look.judged and look.seen is not None:
+                if _delete_if_same(other, look.seen):
+                    continue
+            seen = _identity(other)  # not the file we judged: made after our look
+            if seen is None:
+                continue  # gone meanwhile
+            if self.is_stale(other):
+                _delete_if_same(other, seen)
+                continue
+            # a live claim made after our look (a full takeover and release happened, then a
+            # fresh generation 0): it holds the run
+            path.unlink(missing_ok=True)
+            return False
+        if look.judged is not None:
+            owner = _owner_of(look.seen)
             log.info("took over the claim of %s from %s (its owner is gone)", key,
                      owner.label() if owner else "an unknown process")
-            for name in os.listdir(self.dir):  # the older generations
-                parsed = _parse_name(name)
-                if parsed is not None and parsed[0] == key and parsed[1] < mine:
-                    (self.dir / name).unlink(missing_ok=True)
         with self._lock:
             self._held[key] = path
         self._start_heartbeat()

@@ -92,6 +92,23 @@ def _parser() -> argparse.ArgumentParser:
         "CSV in the same format",
     )
 
+    check = sub.add_parser(
+        "check", help="read every file of result dirs; report damaged, stale, orphaned, "
+        "duplicated files (exit 0: clean, 1: findings, 2: bad input)",
+    )
+    check.add_argument("paths", nargs="+", type=Path, help="result dirs of run or sweep")
+    check.add_argument(
+        "--storage", metavar="URL",
+        help="the sweep's Optuna RDB storage to check too, once, with the first dir (default: "
+        "each dir's optuna-journal.log, if any)",
+    )
+    check.add_argument(
+        "--repair", action="store_true",
+        help="set damaged and orphaned files aside under <dir>/damaged/, rebuild derived files, "
+        "remove dead temp files and claims, fail trials of dead workers (run it while nothing "
+        "else writes the dir)",
+    )
+
     sweep = sub.add_parser("sweep", help="Optuna sweep over alpha, beta, any setting (resumable)")
     sweep.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
     sweep.add_argument("--storage", help="Optuna RDB URL or journal:PATH (default: under --out)")
@@ -146,7 +163,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         for path in report.written:
             print(f"  wrote {path}")
+        for note in report.notes:
+            print(f"  note: {note}")
         return 0
+    if args.command == "check":
+        return _check(args.paths, args.storage, args.repair)
     if args.command == "sweep":
         from hamgraph.runner import parse_pack
         from hamgraph.sweep import format_best, run_sweep
@@ -167,6 +188,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(format_best(swept.best))
         return 0 if swept.finished else EXIT_FAILURE
     raise AssertionError(args.command)  # argparse only accepts the commands above
+
+
+def _check(paths: Sequence[Path], storage: str | None, repair: bool) -> int:
+    """`hamgraph check`: one line per finding, one summary line per dir. Exit 0 when clean (or,
+    with --repair, when everything found was repaired), 1 when something is left."""
+    from hamgraph.check import check_dir
+
+    # the storage is shared by the dirs: checked (and repaired) once, with the first
+    outcomes = [check_dir(path, storage=storage if i == 0 else None, repair=repair)
+                for i, path in enumerate(paths)]
+    for outcome in outcomes:
+        for f in outcome.findings:
+            done = f" [repaired: {f.repaired}]" if f.repaired else ""
+            print(f"{f.kind}: {f.path}: {f.problem}{done}")
+        counts = ", ".join(f"{n} {kind}" for kind, n in outcome.counts().items() if n)
+        if outcome.clean:
+            print(f"check: {outcome.root}: clean ({outcome.files} files read)")
+        else:
+            left = len(outcome.unrepaired)
+            tail = f"; {len(outcome.findings) - left} repaired, {left} left" if repair else ""
+            print(f"check: {outcome.root}: {len(outcome.findings)} finding(s) ({counts}) in "
+                  f"{outcome.files} files read{tail}")
+    return EXIT_FAILURE if any(o.unrepaired for o in outcomes) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

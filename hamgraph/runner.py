@@ -44,7 +44,7 @@ from hamgraph.data.paths import DataPaths
 from hamgraph.data.registry import resolve_dataset
 from hamgraph.errors import DatasetUnavailableError, UserInputError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
-from hamgraph.store import ResultStore
+from hamgraph.store import CHECKPOINTS_DIR, PACK_PREFIX, ResultStore
 from hamgraph.track import Tracking
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def pack_checkpoints(store: ResultStore) -> list[PackCheckpoint]:
     from hamgraph.train.checkpoint import pack_members
 
     found = []
-    for directory in sorted((store.root / "checkpoints").glob("pack-*")):
+    for directory in sorted((store.root / CHECKPOINTS_DIR).glob(f"{PACK_PREFIX}*")):
         read = pack_members(directory)
         if read is not None:
             found.append(PackCheckpoint(directory, read[0], tuple(read[1])))
@@ -463,16 +463,17 @@ def execute_specs(
     finished = store.finished_keys() - set(retrain)
     keys = [spec.key() for spec in specs]  # hashes every setting: computed once per spec
     unique = dict(zip(keys, specs, strict=True))
-    todo = [spec for key, spec in unique.items() if key not in finished]
-    if len(unique) > len(todo):
-        log.info("resuming: %d of %d runs already finished", len(unique) - len(todo), len(unique))
     outcomes: dict[str, RunOutcome] = {}
     for key in unique:
-        if key in finished:
-            outcomes[key] = outcome_of(store.load(key), trained=False)
+        # a damaged record reads as None (the store set it aside): trained again
+        if key in finished and (result := store.read(key)) is not None:
+            outcomes[key] = outcome_of(result, trained=False)
             if not outcomes[key].ok:
                 log.info("kept failed run %s (delete records/%s.json or use --fresh to retry)",
                          key, key)
+    todo = [spec for key, spec in unique.items() if key not in outcomes]
+    if len(unique) > len(todo):
+        log.info("resuming: %d of %d runs already finished", len(unique) - len(todo), len(unique))
 
     sizes: dict[object, int] = {}
 
@@ -543,14 +544,15 @@ def execute_specs(
     return [outcomes[key] for key in keys]
 
 
-def _needs_training(store: ResultStore, key: str, retrain: set[str]) -> bool:
-    """No record yet, or (a key to retrain) a record from another version, as in stale_keys
-    (the record itself: another process may have stored the run since runs.csv was read)."""
-    if not store.record_path(key).exists():
-        return True
-    if key not in retrain:
-        return False
-    return _from_another_version(store.load(key).provenance.get("hamgraph_version", ""))
+def _stored_result(store: ResultStore, key: str, retrain: set[str]) -> RunResult | None:
+    """The stored result of `key`; None when it needs training: no record (or a damaged one,
+    set aside by the store), or (a key to retrain) a record from another version, as in
+    stale_keys (the record itself: another process may have stored the run since runs.csv was
+    read)."""
+    result = store.read(key)
+    if result is None or key not in retrain:
+        return result
+    return None if _from_another_version(result.provenance.get("hamgraph_version", "")) else result
 
 
 def _claimed_packs(
@@ -579,10 +581,10 @@ def _claimed_packs(
                     key = spec.key()
                     if key not in held:
                         waiting.append(spec)
-                    elif _needs_training(store, key, retrain):
+                    elif (result := _stored_result(store, key, retrain)) is None:
                         mine.append(spec)
                     else:  # stored by another process since we looked
-                        settled(outcome_of(store.load(key), trained=False))
+                        settled(outcome_of(result, trained=False))
                 if mine:
                     yield mine
         busy = claims.busy([spec.key() for spec in waiting])
@@ -590,8 +592,9 @@ def _claimed_packs(
         packs = replan([spec for spec in waiting if spec.key() not in busy])
     for spec in left:
         key = spec.key()
-        if store.record_path(key).exists():
-            settled(outcome_of(store.load(key), trained=False))
+        result = store.read(key)
+        if result is not None:
+            settled(outcome_of(result, trained=False))
             continue
         owner = busy.get(key)
         who = owner.label() if owner is not None else "another process"

@@ -354,9 +354,10 @@ def execute_on_workers(
     outcomes = []
     for spec in specs:
         key = spec.key()
-        if key in finished:
+        result = store.read(key) if key in finished else None  # None: damaged, set aside
+        if result is not None:
             trained = key not in before or key in retrain
-            outcomes.append(outcome_of(store.load(key), trained=trained))
+            outcomes.append(outcome_of(result, trained=trained))
         elif key in busy:
             owner = busy[key]
             who = owner.label() if owner is not None else "another process"

@@ -163,3 +163,80 @@ def test_generation_0_from_an_old_listing_backs_off(
     assert sorted(p.name for p in late.dir.iterdir()) == ["k.1.json"]
     assert set(late.busy(["k"])) == {"k"}
     taker.release(["k"])
+
+
+# --- compare before delete (issue 21 item 4) ------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_takeover_does_not_delete_a_fresh_generation_made_after_its_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judges the dead owner's generation 0 stale; before A creates generation 1, B takes the
+    claim over (generation 1, deleting 0), trains and releases, and C claims the run afresh as
+    generation 0. A's takeover must neither delete C's live claim nor hold the run beside C."""
+    a, b, c = Claims(tmp_path), Claims(tmp_path), Claims(tmp_path)
+    _plant(a, "k", 0, _dead_pid())
+    real_create = Claims._create
+    steps: list[str] = []
+
+    def create(self: Claims, key: str, gen: int) -> Path | None:
+        if self is a and not steps:  # A has looked (generation 0 stale) and is about to create
+            steps.append("b takes over")
+            assert b.try_claim("k")
+            assert sorted(p.name for p in a.dir.iterdir()) == ["k.1.json"]
+            b.release(["k"])
+            steps.append("c claims afresh")
+            assert c.try_claim("k")
+            assert sorted(p.name for p in a.dir.iterdir()) == ["k.0.json"]
+        return real_create(self, key, gen)
+
+    monkeypatch.setattr(Claims, "_create", create)
+    assert not a.try_claim("k")  # C holds it: A backs off
+    assert steps == ["b takes over", "c claims afresh"]
+    assert sorted(p.name for p in a.dir.iterdir()) == ["k.0.json"]  # C's claim is still there
+    owner = a.owner(a.dir / "k.0.json")
+    assert owner is not None and owner.pid == os.getpid()
+    assert set(a.busy(["k"])) == {"k"} and not b.try_claim("k")
+    c.release(["k"])
+    assert list(a.dir.iterdir()) == []
+
+
+def test_the_steps_of_a_takeover_can_be_interleaved(tmp_path: Path) -> None:
+    """The same interleaving driven through the two steps of a claim directly."""
+    a, b, c = Claims(tmp_path), Claims(tmp_path), Claims(tmp_path)
+    _plant(a, "k", 0, _dead_pid())
+    look = a._look("k")
+    assert look is not None and look.gen == 1
+    assert b.try_claim("k")
+    b.release(["k"])
+    assert c.try_claim("k")
+    assert not a._take("k", look)
+    assert [p.name for p in a.dir.iterdir()] == ["k.0.json"] and "k" in c._held
+
+
+def test_prune_does_not_delete_a_claim_made_after_it_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pruner judges the dead generation 0 stale; meanwhile another process removes it and a
+    third claims the run afresh as generation 0 (same path): prune must leave that one alone."""
+    pruner, other, fresh = Claims(tmp_path), Claims(tmp_path), Claims(tmp_path)
+    _plant(pruner, "k", 0, _dead_pid())
+    real_is_stale = Claims.is_stale
+
+    def is_stale(self: Claims, path: Path) -> bool:
+        stale = real_is_stale(self, path)
+        if self is pruner and stale and not fresh._held:
+            assert other.prune() == 1
+            assert fresh.try_claim("k")
+        return stale
+
+    monkeypatch.setattr(Claims, "is_stale", is_stale)
+    assert pruner.prune() == 0
+    assert [p.name for p in pruner.dir.iterdir()] == ["k.0.json"] and "k" in fresh._held
+    fresh.release(["k"])

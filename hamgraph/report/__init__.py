@@ -73,6 +73,7 @@ class ReportOutcome:
     inputs: tuple[Path, ...]
     metric: ShownMetric
     compare_source: str | None
+    notes: tuple[str, ...] = ()  # e.g. runs left out because their records were damaged
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -96,6 +97,7 @@ def _read_one(root: Path) -> pd.DataFrame:
     if not store.runs_csv.is_file() and not store.finished_keys():
         raise UserInputError(f"report: {root}: no runs.csv (not a hamgraph result dir)")
     path = store.runs_csv
+    store.verify()  # damaged records are set aside (one warning each) and left out
     try:
         frame = store.frame()
     except pd.errors.EmptyDataError:
@@ -170,6 +172,37 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
     return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
 
 
+def damage_notes(paths: Sequence[Path]) -> list[str]:
+    """One note per result dir with runs left out because their records were damaged (set aside
+    under `<dir>/damaged/` by the store, now or by an earlier command, and not trained again)."""
+    notes = []
+    for path in paths:
+        keys = ResultStore(path).damaged_keys()
+        if keys:
+            notes.append(
+                f"{len(keys)} run(s) of {path} left out: their records were damaged and set "
+                f"aside in {Path(path) / 'damaged'} (first: {keys[0]}); `hamgraph run` or "
+                "`hamgraph sweep` on that dir trains them again"
+            )
+    return notes
+
+
+def _with_notes(name: str, text: str, notes: Sequence[str]) -> str:
+    """main.md and report.html with a "Left out" section listing `notes` (damage_notes)."""
+    if not notes:
+        return text
+    if name == "main.md":
+        return text.rstrip("\n") + "\n\n## Left out\n\n" + "".join(f"- {n}\n" for n in notes)
+    if name == "report.html" and "</body>" in text:
+        import html
+
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        section = f"<h2>Left out</h2>\n<ul class='notes'>{items}</ul>\n"
+        head, _, tail = text.rpartition("</body>")
+        return head + section + "</body>" + tail
+    return text
+
+
 def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
     target = Path(out) if out is not None else Path(paths[0]) / "report"
     if target.exists() and not target.is_dir():
@@ -202,6 +235,9 @@ def write_report(
         published = load_published(compare)
     target = _resolve_out(paths, out)
     tables = build_tables(runs, metric=metric, published=published)  # type: ignore[arg-type]
+    notes = damage_notes(paths)
+    for note in notes:
+        log.warning("report: %s", note)
     rendered: dict[str, str] = {}
     for fmt in wanted:
         if fmt in RENDERERS:
@@ -210,7 +246,7 @@ def write_report(
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, text in rendered.items():
-        atomic_write_text(target / name, text)
+        atomic_write_text(target / name, _with_notes(name, text, notes))
         written.append(target / name)
 
     from hamgraph.plots import write_figures
@@ -219,7 +255,7 @@ def write_report(
     written += [target / f for f in figures] + [target / f.with_suffix(".pdf") for f in figures]
     if "html" in wanted:
         for name, text in render_html(tables, figures, paths).items():
-            atomic_write_text(target / name, text)
+            atomic_write_text(target / name, _with_notes(name, text, notes))
             written.append(target / name)
     ok = int((runs["status"] == "ok").sum())
     return ReportOutcome(
@@ -232,4 +268,5 @@ def write_report(
         inputs=tuple(paths),
         metric=metric,  # type: ignore[arg-type]
         compare_source=tables.compare_source,
+        notes=tuple(notes),
     )

@@ -142,6 +142,24 @@ def _handle_stale(sweep: Sweep, studies: list[optuna.Study], store: ResultStore,
     return len(stale)
 
 
+def _retrain_damaged(sweep: Sweep, studies: list[optuna.Study], store: ResultStore,
+                     device: str, pack: PackSize) -> int:
+    """Read every record (damaged ones are set aside by the store) and train again the runs of
+    the sweep's cells whose records were set aside: trials that completed keep their value, and
+    best.csv gets all their runs back."""
+    store.verify()
+    damaged = set(store.damaged_keys())
+    specs = [s for s in known_specs(sweep, studies) if s.key() in damaged] if damaged else []
+    if not specs:
+        return 0
+    from hamgraph.data.paths import data_paths_from_env
+    from hamgraph.train import resolve_device
+
+    log.warning("training again %d run(s) whose records were damaged", len(specs))
+    execute_specs(specs, store, data_paths_from_env(), resolve_device(device), pack=pack)
+    return len(specs)
+
+
 def run_sweep(
     sweep_file: str | os.PathLike,
     storage: str | None = None,
@@ -192,6 +210,7 @@ def run_sweep(
         raise
     studies = prepare_studies(sweep, storage_obj)
     store = ResultStore(out_dir)
+    _retrain_damaged(sweep, studies, store, device, pack)
     stale = _handle_stale(sweep, studies, store, device, pack, rerun_stale)
     log.info("sweep %s: %d studies, storage %s, %d worker(s), results in %s", sweep.name,
              len(studies), redact(url), workers, out_dir)

@@ -9,6 +9,11 @@
 The runner packs runs that share dataset, model and params (the cells of one study do, across
 trials and runs), so a batch is what makes packing pay in a sweep.
 
+A trial failed by another worker while this one trained (this worker was cut off from the
+storage for longer than the stale limit, so it looked dead: hamgraph.sweep.coordination) cannot
+be told any more: that is logged, the trial is left as the other worker set it, and the batch
+goes on. Its runs are in the result store already, so the queued retry reuses them.
+
 Pruning: with a pruner (TPE `pruner: median`), the batch trains in stages, run i of every
 trial still open, then reports each trial's running mean and asks the pruner; a pruned trial
 trains no more runs. Without a pruner all runs of the batch go to the runner at once (the
@@ -17,9 +22,11 @@ widest packs). Pruning saves time only through these stages: packs are as wide a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -146,6 +153,24 @@ def _stages(opens: list[_Open], prune: bool) -> list[list[tuple[_Open, RunSpec]]
     return [[p[i] for p in pairs if i < len(p)] for i in range(depth)]
 
 
+@contextlib.contextmanager
+def _unless_finished_elsewhere(ctx: StudyContext, o: _Open) -> Iterator[None]:
+    """Run a block that reports or tells `o`; if the trial was finished meanwhile by another
+    worker (failed as stale), log it and close it instead of raising."""
+    try:
+        yield
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        state = ctx.study._storage.get_trial(o.trial._trial_id).state
+        if state == TrialState.RUNNING:
+            raise  # not that: a real error
+        o.closed = True
+        log.warning(
+            "%s: trial %d (%s) was set %s by another worker while this one trained (cut off "
+            "from the storage too long?); not told, its runs are kept for the retry",
+            ctx.study.study_name, o.trial.number, o.cell.label, state.name,
+        )
+
+
 def run_batch(ctx: StudyContext, trials: list[optuna.Trial]) -> None:
     """Evaluate asked trials together and tell every one of them.
 
@@ -164,7 +189,8 @@ def run_batch(ctx: StudyContext, trials: list[optuna.Trial]) -> None:
         raise
     for o in opens:
         if not o.closed:
-            _complete(ctx, o)
+            with _unless_finished_elsewhere(ctx, o):
+                _complete(ctx, o)
     if errors:
         first = errors[0]
         message = f"{first.spec.key()}: {first.message}"
@@ -187,7 +213,8 @@ def _run_stages(ctx: StudyContext, opens: list[_Open], errors: list[RunOutcome])
             by_trial.setdefault(o.trial.number, []).append(outcome)
         last = number == len(stages) - 1
         for o in {o.trial.number: o for o, _ in stage}.values():
-            _settle_stage(ctx, o, by_trial[o.trial.number], errors, last)
+            with _unless_finished_elsewhere(ctx, o):
+                _settle_stage(ctx, o, by_trial[o.trial.number], errors, last)
 
 
 def _settle_stage(ctx: StudyContext, o: _Open, outcomes: list[RunOutcome],
