@@ -93,3 +93,7 @@ NODE_PRESETS: dict[tuple[str, str], NodeParams] = {
 
 # every csbm-* dataset, every model
 CSBM_PRESET = NodeParams(lr=1e-2, hidden=64, layers=2, dropout=0.5, weight_decay=5e-4, epochs=200)
+# A user's dataset (hamgraph.data.plugin) has no protocol: this row, then the grid's
+# `overrides:` (a user's model on a built-in dataset uses that dataset's gcn row instead).
+PLUGIN_PRESET = NodeParams(lr=1e-2, hidden=64, layers=2, dropout=0.5, weight_decay=5e-4,
+                           epochs=200)

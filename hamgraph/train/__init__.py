@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from hamgraph.data.paths import DataPaths
-from hamgraph.data.registry import resolve_dataset
+from hamgraph.data.registry import spec_dataset
 from hamgraph.errors import UserInputError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 
@@ -50,7 +50,7 @@ def execute(
     interrupted run continues from its last finished epoch. `on_epochs` receives the history
     rows as they reach the host (every few epochs; no extra device sync), e.g. for trackers.
     """
-    info = resolve_dataset(spec.dataset)
+    info = spec_dataset(spec)
     if info.task == "node":
         from hamgraph.train.node import train_node_run
 
