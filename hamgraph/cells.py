@@ -5,7 +5,8 @@ or none). A cell's runs differ only in `run` / `seed`. The end-of-run summary, t
 trials and `best.csv`, and the report's tables and `best_params` all group runs by
 `CELL_COLUMNS` of `runs.csv` and pick the best cell with `select_best`:
 
-    the highest mean validation metric among the cells with at least one ok run and no failed
+    the highest mean validation metric (the lowest for a user's metric whose
+    `higher_is_better` is false) among the cells with at least one ok run and no failed
     run; ties (equal means) go to the smaller |alpha|, then the smaller beta, then the cell
     label in string order, so the choice never depends on the order in which runs finished.
 """
@@ -28,6 +29,7 @@ CELL_COLUMNS: tuple[str, ...] = (
 # The summary columns after the cell columns and the label (metrics x100, sample std).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "metric", "n", "failed", "val_mean", "val_std", "test_mean", "test_std",
+    "higher_is_better",  # False only for a user's lower-is-better metric
 )
 
 
@@ -72,6 +74,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=columns)
     frame = runs.copy()
+    if "higher_is_better" not in frame.columns:  # frames of older runs.csv files
+        frame["higher_is_better"] = "true"
     ok = frame["status"] == "ok"
     frame["n"] = ok.astype(int)
     frame["failed"] = (~ok).astype(int)
@@ -86,7 +90,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         val_std=("val", "std"),
         test_mean=("test", "mean"),
         test_std=("test", "std"),
+        higher_is_better=("higher_is_better", "first"),
     ).reset_index()
+    table["higher_is_better"] = table["higher_is_better"].astype(str).str.lower() != "false"
     table["label"] = [
         cell_label(row, _params_kind(row["dataset"])) for _, row in table.iterrows()
     ]
@@ -98,8 +104,11 @@ def select_best(cells: pd.DataFrame) -> pd.Series | None:
     eligible = cells[(cells["n"] > 0) & (cells["failed"] == 0) & cells["val_mean"].notna()]
     if eligible.empty:
         return None
+    sign = 1.0
+    if "higher_is_better" in eligible.columns and not bool(eligible["higher_is_better"].iloc[0]):
+        sign = -1.0  # a lower-is-better metric: the lowest mean is the best
     order = eligible.assign(
-        _neg_val=-eligible["val_mean"],
+        _neg_val=-sign * eligible["val_mean"],
         _abs_alpha=eligible["alpha"].abs().fillna(0.0),
         _beta=eligible["beta"].fillna(0.0),
     ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label"], kind="stable")

@@ -80,6 +80,17 @@ def installed(kind: str) -> list[EntryPointInfo]:
     return sorted(infos.values(), key=lambda i: (i.name, i.distribution))
 
 
+def format_installed(kind: str) -> str:
+    """The installed plug-ins of a kind as text (`hamgraph models` / `hamgraph datasets`)."""
+    found = installed(kind)
+    group = ENTRY_POINT_GROUPS[kind]
+    if not found:
+        return f"\nno {kind} plug-ins installed (entry point group {group})\n"
+    lines = [f"\n{kind} plug-ins (entry point group {group}):"]
+    lines += [f"  {ep.name:<16} {ep.value}  [{ep.distribution}]" for ep in found]
+    return "\n".join(lines) + "\n"
+
+
 def find_entry_point(kind: str, name: str, builtins: Collection[str]) -> EntryPointInfo | None:
     """The entry point named `name` (case-insensitive), or None.
 

@@ -28,8 +28,8 @@ def noisy_cliques(
     data = Data(x=x, y=y, edge_index=torch.cat(edges, dim=1))
     if masks:
         order = torch.randperm(n, generator=generator)
-        for name, part in zip(("train_mask", "val_mask", "test_mask"),
-                              (order[: n // 2], order[n // 2: 3 * n // 4], order[3 * n // 4:])):
+        parts = (order[: n // 2], order[n // 2 : 3 * n // 4], order[3 * n // 4 :])
+        for name, part in zip(("train_mask", "val_mask", "test_mask"), parts, strict=True):
             mask = torch.zeros(n, dtype=torch.bool)
             mask[part] = True
             data[name] = mask

@@ -3,6 +3,8 @@ and calls it as model(x, edge_index) -> logits [N, out_channels]."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,7 +21,7 @@ class TinyGNN(nn.Module):
     ) -> None:
         super().__init__()
         widths = [in_channels] + [hidden] * (layers - 1) + [out_channels]
-        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(widths, widths[1:]))
+        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in itertools.pairwise(widths))
         self.skip = nn.Linear(in_channels, out_channels) if skip else None
         self.dropout = dropout
 
