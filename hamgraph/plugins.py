@@ -238,7 +238,18 @@ def parse_choice(
         target = value[TARGET]
         if not isinstance(target, str):
             raise PluginError(f"{TARGET} must be a dotted import path, got {target!r}")
-        obj = import_target(target)
+        found = None
+        if "." not in target and ":" not in target:  # an entry point's name, with options
+            found = find_entry_point(kind, target, builtins)
+            if found is None:
+                raise PluginError(
+                    f"{TARGET} {target!r} is neither a dotted import path nor the name of an "
+                    f"installed {ENTRY_POINT_GROUPS[kind]} entry point"
+                )
+            obj = _load_entry_point(kind, found)
+            target = found.value
+        else:
+            obj = import_target(target)
         if not callable(obj):
             raise PluginError(
                 f"{TARGET} {target!r} is a {type(obj).__name__}, not a class or a function"
@@ -253,10 +264,12 @@ def parse_choice(
             options=freeze_options(rest),
             settings=(),
             display=display or display_of(obj, target),
+            entry_point=None if found is None else f"{found.name} ({found.distribution})",
             source_hash=source_hash(obj),
         )
         ref = _with_attribute_settings(kind, ref, obj, settings)
-        return safe_name(ref.display), ref, obj
+        name = found.name if found is not None and display is None else ref.display
+        return safe_name(name), ref, obj
     raise PluginError(
         f"expected a {kind} name or a mapping with {TARGET}, got {type(value).__name__}"
     )

@@ -63,9 +63,9 @@ def plugin_root(ref: PluginRef, paths: DataPaths) -> str:
 def _call(ref: PluginRef, paths: DataPaths) -> Any:
     target = load(ref)
     kwargs = call_kwargs(ref)
-    check_call(target, 0, kwargs, f"dataset {ref.target!r}")
     if "root" in accepted_names(target) and "root" not in kwargs:
         kwargs["root"] = plugin_root(ref, paths)
+    check_call(target, 0, kwargs, f"dataset {ref.target!r}")
     try:
         return target(**kwargs)
     except PluginError:
