@@ -268,8 +268,13 @@ def parse_choice(
             source_hash=source_hash(obj),
         )
         ref = _with_attribute_settings(kind, ref, obj, settings)
-        name = found.name if found is not None and display is None else ref.display
-        return safe_name(name), ref, obj
+        name = safe_name(found.name if found is not None and display is None else ref.display)
+        if found is None and name.lower() in builtins:
+            raise PluginError(
+                f"{TARGET} {target!r} would be named {name!r}, a built-in {kind} name; give it "
+                "another display:"
+            )
+        return name, ref, obj
     raise PluginError(
         f"expected a {kind} name or a mapping with {TARGET}, got {type(value).__name__}"
     )

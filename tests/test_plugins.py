@@ -5,6 +5,7 @@ through `hamgraph run`, `hamgraph sweep` and `hamgraph report` as subprocesses."
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import signal
@@ -209,6 +210,8 @@ BAD = {
     "no split": ("dataset", "{_target_: userlab.ring}", "grid.dataset[0]", "states no split"),
     "bad split": ("dataset", "{_target_: userlab.ring, split: {kind: half}}", "grid.dataset[0]",
                   "split must be"),
+    "built-in name": ("model", "{_target_: userlab.RingNet, display: GCN}", "grid.model[1]",
+                      "a built-in model name"),
     "unknown metric": ("metric", "macro-f7", "metric", "unknown metric 'macro-f7'"),
     "bad metric option": ("metric", "{_target_: userlab.error_rate, k: 2}", "metric",
                           "does not take these options"),
@@ -287,7 +290,9 @@ def test_target_grid_runs_reports_and_marks_stale_on_source_change(
         assert int(row["best_epoch"]) == vals.index(min(vals)) + 1
         assert float(row["val"]) == min(vals)
 
-    report = _hamgraph(["report", str(out), "--format", "md"], env, tmp_path)
+    # the report reads runs.csv only: it runs where the plug-in cannot be imported
+    elsewhere = _env(tmp_path / "nothing-here")
+    report = _hamgraph(["report", str(out), "--format", "md"], elsewhere, tmp_path)
     assert report.returncode == 0, report.stderr
     text = "".join(p.read_text() for p in (out / "report").glob("*.md"))
     assert "Ring (error)" in text and "| RingNet-half" in text and "| RingNet+HAM" in text
@@ -480,3 +485,50 @@ def test_examples_are_the_documented_files() -> None:
                  *(package / "hamgraph_examples" / f"{m}.py" for m in ("models", "data",
                                                                         "metrics"))):
         assert path.read_text() in docs, path
+
+
+# --- lower-is-better metrics: the best cell, the report's marks, the study direction ---------
+
+
+def test_lower_is_better_metric_picks_lowest_cell_and_minimizes(
+    user_module: Path, tmp_path: Path
+) -> None:
+    import optuna
+    import pandas as pd
+
+    from hamgraph.cells import select_best
+    from hamgraph.report.rows import _mark_best
+    from hamgraph.sweep.command import prepare_studies
+    from hamgraph.sweep.schema import load_sweep, study_name
+
+    cells = pd.DataFrame({"n": [1, 1], "failed": [0, 0], "val_mean": [10.0, 20.0],
+                          "alpha": [1.0, 2.0], "beta": [0.0, 0.0], "label": ["a", "b"],
+                          "higher_is_better": [False, False]})
+    assert select_best(cells)["label"] == "a"
+    assert select_best(cells.assign(higher_is_better=True))["label"] == "b"
+
+    @dataclasses.dataclass(frozen=True)
+    class Shown:  # the fields _mark_best reads and sets
+        dataset: str
+        model: str
+        mean: float
+        best: bool = False
+        tie: bool = False
+
+    marked = _mark_best([Shown("d", "m", 10.0), Shown("d", "m", 20.0)], {"d"})
+    assert [c.best for c in marked] == [True, False]
+    marked = _mark_best([Shown("d", "m", 10.0), Shown("d", "m", 20.0)])
+    assert [c.best for c in marked] == [False, True]
+
+    sweep_file = tmp_path / "low.yaml"
+    sweep_file.write_text(
+        "name: low\nruns: 1\nepochs: 2\nmetric: {_target_: userlab.error_rate}\n"
+        "datasets: [{_target_: userlab.ring_with_masks}]\nmodels: [{_target_: userlab.RingNet}]\n"
+        "search: {kind: grid, alpha: [10], beta: [0.0]}\n")
+    sweep = load_sweep(sweep_file)
+    (study,) = prepare_studies(sweep, optuna.storages.InMemoryStorage())
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.study_name.startswith("low.ring_with_masks.RingNet.")
+    # the plug-ins' options join the study name: an edited option set is a new study
+    sweep_file.write_text(sweep_file.read_text().replace("RingNet}", "RingNet, hidden: 4}"))
+    assert study_name(load_sweep(sweep_file), "ring_with_masks", "RingNet") != study.study_name
