@@ -532,3 +532,63 @@ def test_lower_is_better_metric_picks_lowest_cell_and_minimizes(
     # the plug-ins' options join the study name: an edited option set is a new study
     sweep_file.write_text(sweep_file.read_text().replace("RingNet}", "RingNet, hidden: 4}"))
     assert study_name(load_sweep(sweep_file), "ring_with_masks", "RingNet") != study.study_name
+
+
+# --- graph classification: a user's model on a user's dataset -------------------------------
+
+GRAPH_GRID = """\
+runs: 1
+epochs: 4
+overrides: {batch_size: 8}
+grid:
+  dataset:
+    - {_target_: hamgraph_examples.data.cliques_and_rings, graphs: 24,
+       split: {kind: random, train: 0.5, val: 0.25}}
+  model: [{_target_: hamgraph_examples.models.TinyGraphNet, hidden: 8}]
+  optimizer: [adamw, {ham: {alpha: 100, beta: 0.01}}]
+"""
+
+
+def test_graph_classification_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from hamgraph.config import parse_config
+    from hamgraph.errors import ConfigError
+    from hamgraph.grid import expand
+
+    monkeypatch.syspath_prepend(str(EXAMPLES / "plugin_pkg"))
+    monkeypatch.setenv("HAMGRAPH_DATA", str(tmp_path / "cache"))
+    specs = expand(parse_config(yaml.safe_load(GRAPH_GRID), "g.yaml"))
+    assert [type(s.params).__name__ for s in specs] == ["GraphParams"] * 2
+    assert specs[0].params.hidden == 64 and specs[0].params.batch_size == 8
+    # a user's graph model needs a user's graph dataset, and the other way round
+    for dataset, model, loc in (("ogbg-molhiv", "{_target_: hamgraph_examples.models."
+                                 "TinyGraphNet}", "grid.dataset[0]"),
+                                ("{_target_: hamgraph_examples.data.cliques_and_rings, split: "
+                                 "{kind: random, train: 0.5, val: 0.25}}", "gcnplus",
+                                 "grid.dataset[0]")):
+        text = (f"runs: 1\ngrid:\n  dataset: [{dataset}]\n  model: [{model}]\n"
+                "  optimizer: [adamw]\n")
+        with pytest.raises(ConfigError, match=loc.replace("[", r"\[")):
+            expand(parse_config(yaml.safe_load(text), "g.yaml"))
+    # no get_idx_split and no stated split: refused; a node model on it: wrong probe shape
+    text = GRAPH_GRID.replace(",\n       split: {kind: random, train: 0.5, val: 0.25}}", "}")
+    with pytest.raises(ConfigError, match=r"grid.dataset\[0\]: .*get_idx_split"):
+        expand(parse_config(yaml.safe_load(text), "g.yaml"))
+    text = GRAPH_GRID.replace("TinyGraphNet, hidden: 8", "TinyGNN")
+    with pytest.raises(ConfigError, match=r"grid.model\[0\]: .*3-node probe graph"):
+        expand(parse_config(yaml.safe_load(text), "g.yaml"))
+
+    config = tmp_path / "graph.yaml"
+    config.write_text(GRAPH_GRID)
+    env = _env(EXAMPLES / "plugin_pkg")
+    env["HAMGRAPH_DATA"] = str(tmp_path / "cache")
+    out = tmp_path / "results"
+    done = _hamgraph(["run", str(config), "--out", str(out), "--device", "cpu"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out / "runs.csv")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    assert {r["model_display"] for r in rows} == {"TinyGraphNet"}
+    assert all(r["epochs"] == "4" and 1 <= int(r["best_epoch"]) <= 4 for r in rows)
+    history = _rows(out / rows[1]["history"])
+    assert len(history) == 4 and int(history[-1]["sign_flips"]) >= 0

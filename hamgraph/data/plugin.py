@@ -7,7 +7,8 @@ directory per target and options). It returns one of
 
 - a PyG `Data` (one graph: a node task),
 - a PyG `Dataset` / `InMemoryDataset` of one graph (a node task; its first graph is used),
-- a hamgraph `NodeDataset` (its splits are used as they are).
+- a hamgraph `NodeDataset` (its splits are used as they are),
+- a PyG `Dataset` of several graphs, or a list of PyG `Data` (graph classification).
 
 The graph then goes through the built-ins' preparation (`hamgraph.data.node`): undirected,
 coalesced, no self loops, float32 features, labels `y` as class indices [N].
@@ -21,10 +22,14 @@ Splits (node task), never an unstated one:
   2-D [N, S] or [S, N] = S splits, run i uses split i % S;
 - else the dataset is refused when the grid loads.
 
-hamgraph's keys of the mapping (not passed to the callable): `display`, `task` (node; graph
-datasets are refused: not supported for user datasets yet), `metric` (the dataset's metric,
-default accuracy), `runs` (default: the number of shipped splits when there are several, else
-`PLUGIN_RUNS`), `split`.
+Graph classification: a `Dataset` of several graphs (or `task: graph`), each graph with `x`,
+`edge_index`, a class index `y` (and `edge_attr` if it has one). Split: the mapping's
+`split: {kind: random, train: 0.8, val: 0.1}` (seeded), else the dataset's `get_idx_split()`
+(OGB style: train / valid / test), else refused.
+
+hamgraph's keys of the mapping (not passed to the callable): `display`, `task` (node or graph;
+inferred from the returned type), `metric` (the dataset's metric, default accuracy), `runs`
+(default: the number of shipped splits when there are several, else `PLUGIN_RUNS`), `split`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import functools
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -76,39 +82,66 @@ def _call(ref: PluginRef, paths: DataPaths) -> Any:
         ) from None
 
 
-def _graph_of(obj: Any, ref: PluginRef) -> Any:
-    """The one graph of a node task (a Data, or the only graph of a Dataset)."""
+@functools.lru_cache(maxsize=8)
+def load_plugin_object(ref: PluginRef, paths: DataPaths) -> Any:
+    """What a user's dataset callable returns (called once per process and choice); a list
+    of PyG `Data` becomes an in-memory Dataset of those graphs."""
+    obj = _call(ref, paths)
+    if isinstance(obj, list | tuple):
+        from torch_geometric.data import Data
+
+        if not obj or not all(isinstance(g, Data) for g in obj):
+            raise PluginError(f"dataset {ref.target!r} returned a list that is not a "
+                              "non-empty list of torch_geometric Data")
+        return _graph_list(list(obj))
+    return obj
+
+
+def _graph_list(graphs: list[Any]) -> Any:
+    from torch_geometric.data import InMemoryDataset
+
+    class GraphList(InMemoryDataset):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self._data, self.slices = self.collate(graphs)
+
+    return GraphList()
+
+
+def plugin_task(ref: PluginRef, obj: Any) -> str:
+    """"node" (a Data, a NodeDataset, a Dataset of one graph) or "graph" (a Dataset of several
+    graphs); the mapping's `task:` decides for a Dataset of one graph."""
     from torch_geometric.data import Data, Dataset
 
     from hamgraph.data.node import NodeDataset
 
+    stated = ref.setting.get("task")
+    if stated is not None and stated not in ("node", "graph"):
+        raise PluginError(f"task must be node or graph, got {stated!r}")
     if isinstance(obj, NodeDataset | Data):
-        return obj
+        if stated == "graph":
+            raise PluginError(f"dataset {ref.target!r} returned one graph, but task: graph")
+        return "node"
     if isinstance(obj, Dataset):
-        task = ref.setting.get("task")
-        if len(obj) != 1 or task == "graph":
-            raise PluginError(
-                f"dataset {ref.target!r} has {len(obj)} graphs (a graph-classification "
-                "dataset); user datasets are supported for node classification only"
-            )
-        return obj[0]
+        if stated is not None:
+            return str(stated)
+        return "node" if len(obj) == 1 else "graph"
     raise PluginError(
         f"dataset {ref.target!r} returned a {type(obj).__name__}; expected a "
-        "torch_geometric Data, a Dataset of one graph or a hamgraph NodeDataset"
+        "torch_geometric Data, a Dataset or a hamgraph NodeDataset"
     )
 
 
-@functools.lru_cache(maxsize=8)
 def load_plugin_graph(ref: PluginRef, paths: DataPaths) -> Any:
-    """The graph (a PyG Data or a NodeDataset) a user's dataset returns; cached per process."""
-    if ref.setting.get("task", "node") != "node":
-        raise PluginError(
-            f"dataset {ref.target!r}: task must be node (graph classification is not "
-            "supported for user datasets yet)"
-        )
-    graph = _graph_of(_call(ref, paths), ref)
+    """The one graph of a node task (a PyG Data or a NodeDataset)."""
+    obj = load_plugin_object(ref, paths)
+    if plugin_task(ref, obj) != "node":
+        raise PluginError(f"dataset {ref.target!r} is a graph-classification dataset")
+    from torch_geometric.data import Dataset
+
     from hamgraph.data.node import NodeDataset
 
+    graph = obj[0] if isinstance(obj, Dataset) else obj
     if isinstance(graph, NodeDataset):
         return graph
     for key in ("x", "y", "edge_index"):
@@ -221,27 +254,89 @@ def _metric_name(value: Any) -> str:
 
 @functools.lru_cache(maxsize=32)
 def plugin_info(name: str, ref: PluginRef, paths: DataPaths | None = None) -> DatasetInfo:
-    """The DatasetInfo of a user's dataset: loads it once (cached) to learn its splits.
+    """The DatasetInfo of a user's dataset: loads it once (cached) to learn its task and splits.
 
-    Raises PluginError: the target fails, returns something else than a graph, has no split
-    and none is stated, or states a bad one.
+    Raises PluginError: the target fails, returns something else than a graph or a dataset,
+    has no split and none is stated, or states a bad one.
     """
     paths = paths or data_paths_from_env()
-    graph = load_plugin_graph(ref, paths)
-    count = split_count(ref, graph)
+    obj = load_plugin_object(ref, paths)
+    task = plugin_task(ref, obj)
+    if task == "graph":
+        count, text = 1, _graph_split_text(ref, obj)
+    else:
+        count = split_count(ref, load_plugin_graph(ref, paths))
+        text = _split_text(ref, count)
     runs = ref.setting.get("runs", count if count > 1 else PLUGIN_RUNS)
     if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
         raise PluginError(f"runs must be an integer >= 1, got {runs!r}")
     return DatasetInfo(
         name=name,
         display=ref.display,
-        task="node",
+        task=task,  # type: ignore[arg-type]
         metric=_metric_name(ref.setting.get("metric")),  # type: ignore[arg-type]
         split="plugin",
         runs=runs,
-        family="other",
+        family="other" if task == "node" else "graph",
         plugin=ref,
-        split_text=_split_text(ref, count),
+        split_text=text,
+    )
+
+
+# --- graph classification --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginGraphData:
+    """A user's graph-classification dataset, split: the graphs and the index of each part."""
+
+    dataset: Any  # a torch_geometric Dataset; graph i has x [n_i, F], edge_index, y [1] or []
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    num_features: int
+    num_classes: int
+    has_edge_attr: bool
+
+
+def _graph_split(ref: PluginRef, dataset: Any) -> tuple[Tensor, Tensor, Tensor]:
+    split = stated_split(ref)
+    if split is not None:
+        if split["kind"] != "random":
+            raise PluginError("split: a graph-classification dataset takes {kind: random, "
+                              f"train: 0.8, val: 0.1}}, got {split!r}")
+        parts = split_builders.random_split(len(dataset), float(split["train"]),
+                                            float(split["val"]), seed=SPLIT_SEED)
+        return parts.train, parts.val, parts.test
+    if hasattr(dataset, "get_idx_split"):
+        idx = dataset.get_idx_split()
+        return tuple(idx[k].view(-1).long() for k in ("train", "valid", "test"))  # type: ignore
+    raise PluginError(
+        f"dataset {ref.target!r} has no get_idx_split() and its mapping states no split; add "
+        "e.g. split: {kind: random, train: 0.8, val: 0.1}"
+    )
+
+
+def _graph_split_text(ref: PluginRef, dataset: Any) -> str:
+    train, val, test = _graph_split(ref, dataset)  # checks the split
+    how = "the dataset's get_idx_split()" if stated_split(ref) is None else (
+        "a random split (seeded, one split for all runs)")
+    return f"{how}: {len(train)} / {len(val)} / {len(test)} graphs"
+
+
+@functools.lru_cache(maxsize=4)
+def load_plugin_graphs(info: DatasetInfo, paths: DataPaths) -> PluginGraphData:
+    """The graphs and the split of a user's graph-classification dataset."""
+    assert info.plugin is not None
+    dataset = load_plugin_object(info.plugin, paths)
+    train, val, test = _graph_split(info.plugin, dataset)
+    first = dataset[0]
+    if getattr(first, "x", None) is None:
+        raise PluginError(f"dataset {info.plugin.target!r}: its graphs have no node features x")
+    return PluginGraphData(
+        dataset=dataset, train=train, val=val, test=test,
+        num_features=int(first.x.size(-1)), num_classes=int(dataset.num_classes),
+        has_edge_attr=getattr(first, "edge_attr", None) is not None,
     )
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from hamgraph.errors import UnknownNameError
 from hamgraph.models.classic import CLASSIC_MODELS, ClassicGNN
-from hamgraph.specs import NodeParams, PluginRef
+from hamgraph.specs import GraphParams, NodeParams, PluginRef
 
 MODEL_TASK: dict[str, Literal["node", "graph"]] = {
     "gcn": "node",
@@ -51,26 +51,26 @@ class ModelChoice:
         return self.plugin.display if self.plugin is not None else MODEL_DISPLAY[self.name]
 
 
-def resolve_model_choice(value: Any, task: str, params: NodeParams | None = None) -> ModelChoice:
+def resolve_model_choice(
+    value: Any, task: str, params: NodeParams | GraphParams | None = None
+) -> ModelChoice:
     """A YAML model choice -> ModelChoice: a built-in name, then an installed entry point
     (group `hamgraph.models`), then `{_target_: path, ...options}` (see `hamgraph.plugins`).
 
     A user's model is checked here: options against its constructor, and its output shape on a
     3-node probe graph (built with `params`' model fields when given). Raises UserInputError.
     """
-    from hamgraph.plugins import PluginError, parse_choice
+    from hamgraph.plugins import parse_choice
 
     name, ref, _obj = parse_choice("model", value, MODEL_TASK)
     if ref is None:
         return ModelChoice(resolve_model(name, task))
-    if task != "node":
-        raise PluginError(
-            f"model {ref.target!r}: user models are supported on node-classification datasets "
-            f"only, this dataset is a {task} task"
-        )
-    from hamgraph.models.plugin import check_node_model
+    from hamgraph.models.plugin import check_graph_model, check_node_model
 
-    check_node_model(ref, params)
+    if task == "graph":
+        check_graph_model(ref, params if isinstance(params, GraphParams) else None)
+    else:
+        check_node_model(ref, params if isinstance(params, NodeParams) else None)
     return ModelChoice(name, ref)
 
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 from hamgraph.data.registry import DATASETS, DatasetInfo
 from hamgraph.errors import UnknownNameError
 from hamgraph.models import resolve_model
-from hamgraph.presets.node import CSBM_PRESET, NODE_PRESETS, PLUGIN_PRESET
+from hamgraph.presets.node import (
+    CSBM_PRESET,
+    NODE_PRESETS,
+    PLUGIN_GRAPH_PRESET,
+    PLUGIN_PRESET,
+)
 from hamgraph.presets.paper_best import PAPER_BEST
 from hamgraph.specs import GraphParams, NodeParams
 
@@ -31,9 +36,19 @@ def default_params(
     Raises UnknownNameError for a model that does not fit the dataset's task, or a dataset
     without a preset (the message lists the datasets that have one).
     """
+    if info.plugin is not None and info.task == "graph" and not plugin:
+        raise UnknownNameError(
+            f"the user's graph dataset {info.name!r} needs a user's graph model (gcnplus reads "
+            "OGB's encoded features)"
+        )
     if info.plugin is not None:
-        return PLUGIN_PRESET
-    model = "gcn" if plugin and info.task == "node" else resolve_model(model, info.task)
+        return PLUGIN_PRESET if info.task == "node" else PLUGIN_GRAPH_PRESET
+    if plugin and info.task == "graph":
+        raise UnknownNameError(
+            f"a user's graph model needs a user's graph dataset; {info.name!r} is built in "
+            "(its graphs carry OGB's encoded features)"
+        )
+    model = "gcn" if plugin else resolve_model(model, info.task)
     if info.task == "graph":
         from hamgraph.presets.graph import graph_params
 

@@ -55,6 +55,10 @@ def execute(
         from hamgraph.train.node import train_node_run
 
         return train_node_run(spec, info, paths, device, on_epochs=on_epochs)
+    if info.plugin is not None:  # a user's graph dataset (and model)
+        from hamgraph.train.plugin_graph import train_plugin_graph_run
+
+        return train_plugin_graph_run(spec, info, paths, device, on_epochs=on_epochs)
     from hamgraph.train.graph import train_graph_run
 
     return train_graph_run(spec, info, paths, device, checkpoint_dir, on_epochs=on_epochs)

@@ -34,3 +34,25 @@ def noisy_cliques(
             mask[part] = True
             data[name] = mask
     return data
+
+
+def cliques_and_rings(graphs: int = 60, seed: int = 0) -> list[Data]:
+    """A graph-classification set: class 0 = a clique, class 1 = a ring (5 to 9 nodes each);
+    node features: 1 and the degree / n, with noise."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(graphs):
+        n = int(torch.randint(5, 10, (1,), generator=generator))
+        label = i % 2
+        if label == 0:
+            a, b = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+            edge_index = torch.stack([a[a != b], b[a != b]])
+        else:
+            src = torch.arange(n)
+            edge_index = torch.cat([torch.stack([src, (src + 1) % n]),
+                                    torch.stack([(src + 1) % n, src])], dim=1)
+        degree = torch.bincount(edge_index[0], minlength=n).float().unsqueeze(1)
+        x = torch.cat([torch.ones(n, 1), degree / n], dim=1)
+        x = x + 0.1 * torch.randn(n, 2, generator=generator)
+        out.append(Data(x=x, edge_index=edge_index, y=torch.tensor([label])))
+    return out

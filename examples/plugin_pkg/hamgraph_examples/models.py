@@ -8,7 +8,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GCNConv
+from torch_geometric.nn import GCNConv, global_mean_pool
 
 
 class TinyGNN(nn.Module):
@@ -33,3 +33,15 @@ class TinyGNN(nn.Module):
             if i < len(self.convs) - 1:
                 h = torch.relu(h)
         return h if self.skip is None else h + self.skip(x)
+
+
+class TinyGraphNet(nn.Module):
+    """A graph-classification model: called as model(x, edge_index, batch) -> [graphs, out]."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.conv = GCNConv(in_channels, hidden)
+        self.head = nn.Linear(hidden, out_channels)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
+        return self.head(global_mean_pool(torch.relu(self.conv(x, edge_index)), batch))
