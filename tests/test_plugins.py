@@ -333,6 +333,7 @@ def installed_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+LIST_COMMANDS = ("hamgraph models", "hamgraph datasets")  # as docs/plugins.md shows them
 ENTRY_GRID = """\
 name: installed
 runs: 2
@@ -351,10 +352,11 @@ def test_installed_plugins_list_run_resume_sweep_report(
 ) -> None:
     env = _env(installed_pkg)
     env["HAMGRAPH_DATA"] = str(tmp_path / "cache")
-    listed = _hamgraph(["models"], env, tmp_path)
+    models, datasets = LIST_COMMANDS
+    listed = _hamgraph(models.split()[1:], env, tmp_path)
     assert listed.returncode == 0
     assert "tinygnn" in listed.stdout and "hamgraph-examples 0.1.0" in listed.stdout
-    listed = _hamgraph(["datasets"], env, tmp_path)
+    listed = _hamgraph(datasets.split()[1:], env, tmp_path)
     assert "cliques" in listed.stdout and "hamgraph_examples.data:noisy_cliques" in listed.stdout
 
     # entry points are named by name; a dataset by entry point needs a stated split or masks
@@ -578,6 +580,20 @@ def test_graph_classification_plugins(tmp_path: Path, monkeypatch: pytest.Monkey
     text = GRAPH_GRID.replace("TinyGraphNet, hidden: 8", "TinyGNN")
     with pytest.raises(ConfigError, match=r"grid.model\[0\]: .*3-node probe graph"):
         expand(parse_config(yaml.safe_load(text), "g.yaml"))
+
+    # any torch_geometric Dataset of several graphs (FakeDataset: graph-level labels)
+    from hamgraph.data.paths import data_paths_from_env
+    from hamgraph.data.plugin import load_plugin_graphs
+    from hamgraph.data.registry import resolve_dataset_choice
+
+    fake = resolve_dataset_choice({
+        "_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 20,
+        "avg_num_nodes": 8, "num_channels": 4, "num_classes": 2,
+        "split": {"kind": "random", "train": 0.5, "val": 0.25}})
+    assert (fake.task, fake.family) == ("graph", "graph")
+    graphs = load_plugin_graphs(fake, data_paths_from_env())
+    assert (len(graphs.train), len(graphs.val), len(graphs.test)) == (10, 5, 5)
+    assert (graphs.num_features, graphs.num_classes) == (4, 2)
 
     config = tmp_path / "graph.yaml"
     config.write_text(GRAPH_GRID)
