@@ -608,3 +608,47 @@ def test_graph_classification_plugins(tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(r["epochs"] == "4" and 1 <= int(r["best_epoch"]) <= 4 for r in rows)
     history = _rows(out / rows[1]["history"])
     assert len(history) == 4 and int(history[-1]["sign_flips"]) >= 0
+
+
+def test_installed_plugin_sweep_resumes_after_kill(
+    installed_pkg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import Counter
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from hamgraph import sweep as sw
+
+    env = _env(installed_pkg)
+    env["HAMGRAPH_DATA"] = str(tmp_path / "cache")
+    sweep_file = tmp_path / "k.yaml"
+    sweep_file.write_text("name: k\nruns: 1\nepochs: 300\nmetric: macro-f1\n"
+                          "datasets: [{_target_: cliques, masks: true}]\nmodels: [tinygnn]\n"
+                          "search: {kind: grid, alpha: [100, 200], beta: [0.0]}\n")
+    out = tmp_path / "out"
+    args = [*HAMGRAPH, "sweep", str(sweep_file), "--out", str(out), "--device", "cpu",
+            "--batch", "1"]
+    process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "records").is_dir() and list((out / "records").glob("*.json")):
+            break
+        time.sleep(0.05)
+    killed_early = process.poll() is None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert killed_early and len(list((out / "records").glob("*.json"))) < 3
+    done = _hamgraph(args[3:], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(_rows(out / "runs.csv")) == 3
+
+    monkeypatch.syspath_prepend(str(installed_pkg))  # the entry points, in this process too
+    monkeypatch.setenv("HAMGRAPH_DATA", str(tmp_path / "cache"))
+    sweep = sw.load_sweep(sweep_file)
+    study = optuna.load_study(study_name=sw.study_name(sweep, "cliques", "tinygnn"),
+                              storage=sw.open_storage(sw.storage_url(None, out)))
+    complete = Counter(t.user_attrs["cell"] for t in study.get_trials(deepcopy=False)
+                       if t.state == TrialState.COMPLETE)
+    assert len(complete) == 3 and set(complete.values()) == {1}  # every cell once
