@@ -302,6 +302,21 @@ def _load_entry_point(kind: str, ep: EntryPointInfo) -> Any:
         ) from None
 
 
+def with_options(ref: PluginRef, **changes: Any) -> PluginRef:
+    """`ref` with some options replaced or added (e.g. a sweep's `model.hidden`): a new
+    identity (another key); target, settings and labels are kept. The caller re-checks it
+    (`resolve_model_choice` / `resolve_dataset_choice` on `to_yaml(ref)`) when it must."""
+    return replace(ref, options=freeze_options({**ref.kwargs, **changes}))
+
+
+def to_yaml(ref: PluginRef) -> dict[str, Any]:
+    """The `_target_` mapping that resolves to `ref` again."""
+    out: dict[str, Any] = {TARGET: ref.target, **ref.kwargs, **ref.setting}
+    if ref.display:
+        out["display"] = ref.display
+    return out
+
+
 def load(ref: PluginRef) -> Any:
     """The class / function a PluginRef names (imported; Python caches modules)."""
     return import_target(ref.target)
@@ -337,4 +352,6 @@ __all__ = [
     "parse_choice",
     "safe_name",
     "source_hash",
+    "to_yaml",
+    "with_options",
 ]

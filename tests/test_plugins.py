@@ -142,6 +142,13 @@ def test_plugin_identity_joins_the_key_only_when_set() -> None:
     again = RunSpec.from_dict(spec.to_dict())
     assert again == spec and again.key() == spec.key()
     assert again.dataset_plugin.kwargs == {"sizes": [1, 2], "opt": {"a": 1}}
+    from hamgraph.plugins import to_yaml, with_options
+
+    wider = with_options(ref, hidden=16)
+    assert wider.kwargs == {"hidden": 16} and wider.target == ref.target
+    assert _spec(model_plugin=wider).key() != with_plugin.key()
+    assert to_yaml(nested) == {"_target_": "userlab.ring", "sizes": [1, 2], "opt": {"a": 1},
+                               "split": {"kind": "random", "train": 0.5, "val": 0.2}}
 
 
 # --- datasets: splits, root, PyG classes ---------------------------------------------------
