@@ -54,14 +54,24 @@ def cell_label(row: pd.Series | dict, params_kind: str = "NodeParams") -> str:
     return optimizer_of_row(row).label(PROTOCOL_BASE[params_kind])
 
 
-def _params_kind(dataset: str) -> str:
+def _params_kind(dataset: str, graph_plugins: frozenset[str] = frozenset()) -> str:
     from hamgraph.data.registry import resolve_dataset
 
+    if dataset in graph_plugins:
+        return "GraphParams"
     try:
         task = resolve_dataset(dataset).task
     except KeyError:
         return "NodeParams"
     return "GraphParams" if task == "graph" else "NodeParams"
+
+
+def graph_plugin_datasets(runs: pd.DataFrame) -> frozenset[str]:
+    """The user datasets of graph-classification runs (runs.csv's plugin_options says so)."""
+    if "plugin_options" not in runs.columns:
+        return frozenset()
+    graph = runs["plugin_options"].astype(str).str.contains('"task": "graph"', regex=False)
+    return frozenset(str(d) for d in runs.loc[graph, "dataset"])
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +103,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         higher_is_better=("higher_is_better", "first"),
     ).reset_index()
     table["higher_is_better"] = table["higher_is_better"].astype(str).str.lower() != "false"
+    graph_plugins = graph_plugin_datasets(frame)
     table["label"] = [
-        cell_label(row, _params_kind(row["dataset"])) for _, row in table.iterrows()
+        cell_label(row, _params_kind(row["dataset"], graph_plugins)) for _, row in table.iterrows()
     ]
     return table[columns]
 

@@ -46,7 +46,7 @@ from filelock import FileLock
 
 from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, host_tag, pid_alive
 from hamgraph.errors import HamgraphError
-from hamgraph.specs import EpochStats, RunResult, RunSpec
+from hamgraph.specs import EpochStats, GraphParams, RunResult, RunSpec
 
 RUN_COLUMNS = [
     "key",
@@ -133,9 +133,13 @@ def plugin_sources(spec: RunSpec) -> str:
 
 def _plugin_columns(spec: RunSpec) -> dict[str, str]:
     plugins = spec.plugins
-    options = {kind: {"options": ref.kwargs, "settings": ref.setting,
-                      **({"entry_point": ref.entry_point} if ref.entry_point else {})}
-               for kind, ref in plugins.items()}
+    options: dict[str, Any] = {
+        kind: {"options": ref.kwargs, "settings": ref.setting,
+               **({"entry_point": ref.entry_point} if ref.entry_point else {})}
+        for kind, ref in plugins.items()
+    }
+    if "dataset" in options:  # a report labels by the protocol of the task
+        options["dataset"]["task"] = "graph" if isinstance(spec.params, GraphParams) else "node"
     metric = plugins.get("metric")
     return {
         "dataset_display": plugins["dataset"].display if "dataset" in plugins else "",

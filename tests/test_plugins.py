@@ -615,6 +615,12 @@ def test_graph_classification_plugins(tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(r["epochs"] == "4" and 1 <= int(r["best_epoch"]) <= 4 for r in rows)
     history = _rows(out / rows[1]["history"])
     assert len(history) == 4 and int(history[-1]["sign_flips"]) >= 0
+    # labelled on the graph protocol's base optimizer (AdamW), as built-in graph runs
+    assert "ham(100, 0.01)" in done.stdout and "on adamw" not in done.stdout
+    report = _hamgraph(["report", str(out), "--format", "md"], env, tmp_path)
+    assert report.returncode == 0, report.stderr
+    text = (out / "report" / "main.md").read_text()
+    assert "| TinyGraphNet |" in text and "| TinyGraphNet+HAM |" in text
 
 
 def test_installed_plugin_sweep_resumes_after_kill(

@@ -39,7 +39,13 @@ from typing import Literal
 
 import pandas as pd
 
-from hamgraph.cells import CELL_COLUMNS, best_per_group, optimizer_of_row, summarize
+from hamgraph.cells import (
+    CELL_COLUMNS,
+    best_per_group,
+    graph_plugin_datasets,
+    optimizer_of_row,
+    summarize,
+)
 from hamgraph.data.registry import DATASETS, describe_split, resolve_dataset
 from hamgraph.errors import UnknownNameError
 from hamgraph.models import MODEL_DISPLAY
@@ -222,7 +228,9 @@ def _norm(value: object) -> object:
     return None if _missing(value) else value
 
 
-def _protocol_base(dataset: str) -> str:
+def _protocol_base(dataset: str, graph_plugins: frozenset[str] = frozenset()) -> str:
+    if dataset in graph_plugins:  # a user's graph dataset (cells.graph_plugin_datasets)
+        return PROTOCOL_BASE["GraphParams"]
     try:
         task = resolve_dataset(dataset).task
     except UnknownNameError:
@@ -432,8 +440,9 @@ def build_tables(
     }
 
     built: list[MainCell] = []
+    graph_plugins = graph_plugin_datasets(runs)
     for m in methods:
-        protocol = _protocol_base(m.dataset)
+        protocol = _protocol_base(m.dataset, graph_plugins)
         display = user_models.get(m.model) or MODEL_DISPLAY.get(m.model, m.model)
         column = columns[m.dataset]
         cell = m.chosen
@@ -528,7 +537,8 @@ def build_tables(
         built = _compare(built, published, columns)
     grid = cells.copy()
     grid["method"] = [
-        method_text(optimizer_of_row(r), _protocol_base(r["dataset"])) for _, r in cells.iterrows()
+        method_text(optimizer_of_row(r), _protocol_base(r["dataset"], graph_plugins))
+        for _, r in cells.iterrows()
     ]
     source = None if published is None else ", ".join(dict.fromkeys(published["source"]))
     citation = "" if published is None else "; ".join(dict.fromkeys(published["paper"]))
