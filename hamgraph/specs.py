@@ -148,20 +148,29 @@ def _show(value: BaseOptionValue) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-PluginValue = Any  # a YAML scalar, or a tuple of PluginValues, or a tuple of (name, value) pairs
+PluginValue = Any  # a YAML scalar, or a tuple of PluginValues (lists and nested mappings)
+_MAPPING = "__mapping__"  # first item of the tuple that holds a nested mapping
 
 
 def freeze_options(value: Any) -> PluginValue:
-    """YAML data -> hashable: lists -> tuples, mappings -> sorted (name, value) tuples."""
+    """YAML data -> hashable. A top-level mapping becomes sorted (name, value) pairs; nested
+    lists become tuples and nested mappings `(_MAPPING, pairs...)`, so that `thaw` tells a
+    mapping from a list of pairs."""
     if isinstance(value, dict):
-        return tuple(sorted((str(k), freeze_options(v)) for k, v in value.items()))
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    return _freeze(value)
+
+
+def _freeze(value: Any) -> PluginValue:
+    if isinstance(value, dict):
+        return (_MAPPING, *sorted((str(k), _freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
-        return tuple(freeze_options(v) for v in value)
+        return tuple(_freeze(v) for v in value)
     return value
 
 
 def _thaw(value: PluginValue, mapping: bool = False) -> Any:
-    """The inverse of `freeze_options` for a value whose top level is known to be a mapping."""
+    """The inverse of `freeze_options` (`mapping`: the top level is a mapping's pairs)."""
     if mapping:
         return {k: _thaw_any(v) for k, v in value}
     return _thaw_any(value)
@@ -169,10 +178,8 @@ def _thaw(value: PluginValue, mapping: bool = False) -> Any:
 
 def _thaw_any(value: PluginValue) -> Any:
     if isinstance(value, tuple):
-        if value and all(
-            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
-        ):
-            return {k: _thaw_any(v) for k, v in value}
+        if value and value[0] == _MAPPING:
+            return {k: _thaw_any(v) for k, v in value[1:]}
         return [_thaw_any(v) for v in value]
     return value
 

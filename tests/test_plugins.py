@@ -134,20 +134,23 @@ def test_plugin_identity_joins_the_key_only_when_set() -> None:
     moved = PluginRef("userlab.RingNet", freeze_options({"hidden": 8}), display="Other",
                       source_hash="bbbb")
     assert _spec(model_plugin=moved).key() == with_plugin.key()
-    nested = PluginRef("userlab.ring", freeze_options({"sizes": [1, 2], "opt": {"a": 1}}),
+    nested = PluginRef("userlab.ring", freeze_options({"sizes": [1, 2], "opt": {"a": 1},
+                                                       "pairs": [["a", 1], ["b", 2]]}),
                        freeze_options({"split": {"kind": "random", "train": 0.5, "val": 0.2}}))
     spec = _spec(dataset_plugin=nested, model_plugin=ref, metric="error_rate",
                  metric_plugin=PluginRef("userlab.error_rate",
                                          settings=freeze_options({"higher_is_better": False})))
     again = RunSpec.from_dict(spec.to_dict())
     assert again == spec and again.key() == spec.key()
-    assert again.dataset_plugin.kwargs == {"sizes": [1, 2], "opt": {"a": 1}}
+    assert again.dataset_plugin.kwargs == {"sizes": [1, 2], "opt": {"a": 1},
+                                           "pairs": [["a", 1], ["b", 2]]}
     from hamgraph.plugins import to_yaml, with_options
 
     wider = with_options(ref, hidden=16)
     assert wider.kwargs == {"hidden": 16} and wider.target == ref.target
     assert _spec(model_plugin=wider).key() != with_plugin.key()
     assert to_yaml(nested) == {"_target_": "userlab.ring", "sizes": [1, 2], "opt": {"a": 1},
+                               "pairs": [["a", 1], ["b", 2]],
                                "split": {"kind": "random", "train": 0.5, "val": 0.2}}
 
 
