@@ -144,7 +144,11 @@ def test_plugin_identity_joins_the_key_only_when_set() -> None:
     assert again == spec and again.key() == spec.key()
     assert again.dataset_plugin.kwargs == {"sizes": [1, 2], "opt": {"a": 1},
                                            "pairs": [["a", 1], ["b", 2]]}
-    from hamgraph.plugins import to_yaml, with_options
+    from hamgraph.plugins import call_kwargs, to_yaml, with_options
+
+    home = PluginRef("userlab.ring", freeze_options({"root": "~/data", "n": 3}))
+    assert call_kwargs(home) == {"root": str(Path.home() / "data"), "n": 3}  # at call time
+    assert home.identity()["options"]["root"] == "~/data"  # the key keeps the text
 
     wider = with_options(ref, hidden=16)
     assert wider.kwargs == {"hidden": 16} and wider.target == ref.target
