@@ -7,7 +7,8 @@ end-of-run summary, the sweep's trials and `best.csv`, and the report's tables a
 `best_params` all group runs by `CELL_COLUMNS` of `runs.csv` and pick the best cell with
 `select_best`:
 
-    the highest mean validation metric among the cells with at least one ok run and no failed
+    the highest mean validation metric (the lowest for a user's metric whose
+    `higher_is_better` is false) among the cells with at least one ok run and no failed
     run, and among those only the cells with the most ok runs (a pruned trial's partial cell
     never wins); ties (equal means) go to the smaller |alpha|, then the smaller beta, then the
     cell label and settings in string order, so the choice never depends on the order in which
@@ -38,6 +39,7 @@ SETTINGS = "settings"
 # The summary columns after the cell columns and the label (metrics x100, sample std).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "metric", "n", "failed", "val_mean", "val_std", "test_mean", "test_std",
+    "higher_is_better",  # False only for a user's lower-is-better metric
 )
 
 
@@ -75,9 +77,11 @@ def cell_label(row: pd.Series | dict, params_kind: str = "NodeParams") -> str:
     return optimizer_of_row(row).label(PROTOCOL_BASE[params_kind])
 
 
-def _params_kind(dataset: str) -> str:
+def _params_kind(dataset: str, graph_plugins: frozenset[str] = frozenset()) -> str:
     from hamgraph.data.registry import resolve_dataset
 
+    if dataset in graph_plugins:
+        return "GraphParams"
     try:
         task = resolve_dataset(dataset).task
     except KeyError:
@@ -110,6 +114,14 @@ def settings_text(settings: dict[str, object]) -> str:
     )
 
 
+def graph_plugin_datasets(runs: pd.DataFrame) -> frozenset[str]:
+    """The user datasets of graph-classification runs (runs.csv's plugin_options says so)."""
+    if "plugin_options" not in runs.columns:
+        return frozenset()
+    graph = runs["plugin_options"].astype(str).str.contains('"task": "graph"', regex=False)
+    return frozenset(str(d) for d in runs.loc[graph, "dataset"])
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """runs.csv rows -> one row per cell, in order of first appearance.
 
@@ -123,6 +135,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     frame = runs.copy()
     if "params" not in frame.columns:  # a table from before runs.csv had the params
         frame["params"] = ""
+    if "higher_is_better" not in frame.columns:  # frames of older runs.csv files
+        frame["higher_is_better"] = "true"
     ok = frame["status"] == "ok"
     frame["n"] = ok.astype(int)
     frame["failed"] = (~ok).astype(int)
@@ -137,9 +151,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         val_std=("val", "std"),
         test_mean=("test", "mean"),
         test_std=("test", "std"),
+        higher_is_better=("higher_is_better", "first"),
     ).reset_index()
+    table["higher_is_better"] = table["higher_is_better"].astype(str).str.lower() != "false"
+    graph_plugins = graph_plugin_datasets(frame)
     table["label"] = [
-        cell_label(row, _params_kind(row["dataset"])) for _, row in table.iterrows()
+        cell_label(row, _params_kind(row["dataset"], graph_plugins)) for _, row in table.iterrows()
     ]
     table[SETTINGS] = [settings_text(cell_settings(row)) for _, row in table.iterrows()]
     return table[columns]
@@ -156,8 +173,11 @@ def select_best(cells: pd.DataFrame) -> pd.Series | None:
         return None
     eligible = eligible[eligible["n"] == eligible["n"].max()]
     ties = [c for c in (SETTINGS, "params") if c in eligible.columns]
+    sign = 1.0
+    if "higher_is_better" in eligible.columns and not bool(eligible["higher_is_better"].iloc[0]):
+        sign = -1.0  # a lower-is-better metric: the lowest mean is the best
     order = eligible.assign(
-        _neg_val=-eligible["val_mean"],
+        _neg_val=-sign * eligible["val_mean"],
         _abs_alpha=eligible["alpha"].abs().fillna(0.0),
         _beta=eligible["beta"].fillna(0.0),
     ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label", *ties], kind="stable")

@@ -71,8 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="train only shard I of N (0 <= I < N) of the grid, e.g. one Slurm array task",
     )
 
-    datasets = sub.add_parser("datasets", help="list every registered dataset")
+    datasets = sub.add_parser(
+        "datasets", help="list every registered dataset (and installed dataset plug-ins)"
+    )
     datasets.add_argument("names", nargs="*", help="only these datasets")
+
+    sub.add_parser("models", help="list the built-in models and installed model plug-ins")
 
     report = sub.add_parser("report", help="tables (CSV / LaTeX / Markdown), plots, report.html")
     report.add_argument("paths", nargs="+", type=Path, help="result or sweep output dirs")
@@ -148,6 +152,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hamgraph.data.catalog import format_datasets
 
         sys.stdout.write(format_datasets(args.names))
+        if not args.names:
+            from hamgraph.plugins import format_installed
+
+            sys.stdout.write(format_installed("dataset"))
+        return 0
+    if args.command == "models":
+        from hamgraph.models import MODEL_DISPLAY, MODEL_TASK
+        from hamgraph.plugins import format_installed
+
+        lines = ["model    task   display"]
+        lines += [f"{name:<8} {task:<6} {MODEL_DISPLAY[name]}" for name, task in MODEL_TASK.items()]
+        sys.stdout.write("\n".join(lines) + "\n" + format_installed("model"))
         return 0
     if args.command == "report":
         from hamgraph.report import write_report

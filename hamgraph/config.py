@@ -209,14 +209,19 @@ class OptimizerEntry(StrictModel):
         return self.base.to_yaml()
 
 
+# A model / dataset / metric: a built-in or entry-point name, or `{_target_: path, ...}`
+# (hamgraph.plugins resolves and checks it)
+Choice = str | dict[str, Any]
+
+
 class GridAxes(StrictModel):
     """The axes of the grid; runs are their product (datasets x models x optimizers x runs).
 
     Names are checked (and duplicates found) by `hamgraph.grid.expand`, which resolves them.
     """
 
-    dataset: list[str] = Field(min_length=1)
-    model: list[str] = Field(min_length=1)
+    dataset: list[Choice] = Field(min_length=1)
+    model: list[Choice] = Field(min_length=1)
     optimizer: list[OptimizerEntry] = Field(min_length=1)
 
 
@@ -230,6 +235,7 @@ class GridConfig(StrictModel):
     seed: int = Field(default=0, ge=0)  # run i uses seed + i
     overrides: dict[str, Any] = Field(default_factory=dict)  # params field -> value, for all runs
     track: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + --track
+    metric: Choice | None = None  # None: each dataset's metric
     grid: GridAxes
 
     _source: str = PrivateAttr(default="<config>")
@@ -280,6 +286,8 @@ class GridConfig(StrictModel):
             out["overrides"] = dict(self.overrides)
         if self.track:
             out["track"] = list(self.track)
+        if self.metric is not None:
+            out["metric"] = self.metric
         out["grid"] = {
             "dataset": list(self.grid.dataset),
             "model": list(self.grid.model),

@@ -9,6 +9,7 @@ Resume is the default: a spec whose record exists in the result store is not tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,10 +28,10 @@ from pydantic import TypeAdapter, ValidationError
 from hamgraph.cells import summarize
 from hamgraph.config import GridConfig, OptimizerEntry, load_config
 from hamgraph.data.paths import data_paths_from_env
-from hamgraph.data.registry import DatasetInfo, resolve_dataset
+from hamgraph.data.registry import DatasetInfo, resolve_dataset_choice
 from hamgraph.errors import UserInputError
 from hamgraph.optim.factory import check_base_options, check_ham_base
-from hamgraph.runner import PackSize, RunOutcome, execute_specs, stale_keys
+from hamgraph.runner import PackSize, RunOutcome, execute_specs, spec_sources, stale_keys
 from hamgraph.scaleout import Shard
 from hamgraph.specs import (
     PROTOCOL_BASE,
@@ -42,6 +43,10 @@ from hamgraph.specs import (
     normalize_options,
 )
 from hamgraph.store import ResultStore
+
+if typing.TYPE_CHECKING:
+    from hamgraph.models import ModelChoice
+    from hamgraph.train.metrics import MetricChoice
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +108,8 @@ def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
 
 
 def specs_for(
-    dataset: str,
-    model: str,
+    dataset: str | dict[str, Any] | DatasetInfo,
+    model: str | dict[str, Any] | ModelChoice,
     ham: HamSettings | None,
     *,
     overrides: dict[str, Any],
@@ -112,19 +117,25 @@ def specs_for(
     seed: int = 0,
     base: str | None = None,
     base_options: dict[str, Any] | None = None,
+    metric: MetricChoice | None = None,
 ) -> list[RunSpec]:
     """The RunSpecs of one cell: preset params + overrides, one per run.
 
+    `dataset` / `model`: a name, a `{_target_: ...}` mapping or an already resolved value.
     `runs` defaults to the dataset's protocol run count; run i uses seed `seed + i` (and split
-    i % number of splits). `base` defaults to the protocol's base optimizer. Raises
-    UserInputError for unknown names, bad overrides or a bad base optimizer / option.
+    i % number of splits). `base` defaults to the protocol's base optimizer. `metric`: None =
+    the dataset's. Raises UserInputError for unknown names, bad overrides or a bad base
+    optimizer / option.
     """
-    from hamgraph.models import resolve_model
+    from hamgraph.models import ModelChoice, resolve_model_choice
     from hamgraph.presets import default_params
 
-    info = resolve_dataset(dataset)
-    model = resolve_model(model, info.task)
-    params = apply_overrides(default_params(info, model), overrides)
+    info = dataset if isinstance(dataset, DatasetInfo) else resolve_dataset_choice(dataset)
+    if not isinstance(model, ModelChoice):
+        model = resolve_model_choice(model, info.task)
+    params = apply_overrides(
+        default_params(info, model.name, model.plugin is not None), overrides
+    )
     count = info.runs if runs is None else runs
     if count < 1:
         raise UserInputError(f"runs must be >= 1, got {count}")
@@ -133,12 +144,48 @@ def specs_for(
     if ham is not None:
         check_ham_base(base)
     optimizer = OptimizerSpec(base, normalize_options(base_options or {}), ham)
+    metric_fields = metric_fields_for(info, metric)
     return [
         RunSpec(
-            dataset=info.name, model=model, params=params, optimizer=optimizer, run=i, seed=seed + i
+            dataset=info.name, model=model.name, params=params, optimizer=optimizer, run=i,
+            seed=seed + i, dataset_plugin=info.plugin, model_plugin=model.plugin,
+            **metric_fields,
         )
         for i in range(count)
     ]
+
+
+def dataset_metric(info: DatasetInfo, metric: Any = None) -> MetricChoice | None:
+    """The metric choice of a dataset: `metric` (a grid's top-level choice) or the `metric:`
+    of a user's dataset mapping; None = the dataset's built-in metric. UserInputError if the
+    choice does not fit the dataset."""
+    from hamgraph.train.metrics import METRICS, MetricChoice, resolve_metric_choice
+
+    if metric is None and info.plugin is not None:
+        metric = info.plugin.setting.get("metric")
+    if metric is None:
+        return None
+    choice = metric if isinstance(metric, MetricChoice) else resolve_metric_choice(metric)
+    if choice.plugin is None and choice.name == info.metric:
+        return None
+    if info.task != "node":
+        raise UserInputError(
+            f"dataset {info.name!r} keeps its metric {info.metric!r} (another metric is "
+            "supported on node-classification datasets only)"
+        )
+    if choice.plugin is None and choice.name not in METRICS:
+        raise UserInputError(
+            f"metric {choice.name!r} is not defined on node datasets; valid: "
+            f"{', '.join(METRICS)} or a user's metric"
+        )
+    return choice
+
+
+def metric_fields_for(info: DatasetInfo, metric: MetricChoice | None) -> dict[str, Any]:
+    """The RunSpec fields of a metric choice (none for the dataset's own metric)."""
+    if metric is None or (metric.plugin is None and metric.name == info.metric):
+        return {}
+    return {"metric": metric.name, "metric_plugin": metric.plugin}
 
 
 def _message(exc: Exception) -> str:
@@ -171,30 +218,49 @@ def expand(config: GridConfig) -> list[RunSpec]:
     raises ConfigError `<file>: <key>: <problem>`. Two optimizer entries that resolve to the
     same settings (e.g. `{ham: paper-best}` and the same explicit alpha/beta) run once.
     """
-    from hamgraph.models import MODEL_TASK, resolve_model
+    from hamgraph.models import MODEL_TASK, resolve_model_choice
     from hamgraph.presets import default_params
 
     infos: list[DatasetInfo] = []
     for i, name in enumerate(config.grid.dataset):
         try:
-            info = resolve_dataset(name)
+            info = resolve_dataset_choice(name)
         except UserInputError as exc:
             raise config.error(f"grid.dataset[{i}]", str(exc)) from None
-        if any(other.name == info.name for other in infos):
-            raise config.error(f"grid.dataset[{i}]", f"{name!r} is listed twice")
+        for other in infos:
+            if other.name == info.name:
+                problem = (f"{name!r} is listed twice" if other.plugin == info.plugin else
+                           f"two datasets are named {info.name!r}; give one a distinct display:")
+                raise config.error(f"grid.dataset[{i}]", problem)
         infos.append(info)
 
-    models: list[str] = []
+    metrics: list[MetricChoice | None] = []
+    for i, info in enumerate(infos):
+        try:
+            metrics.append(dataset_metric(info, config.metric))
+        except UserInputError as exc:
+            loc = "metric" if config.metric is not None else f"grid.dataset[{i}].metric"
+            raise config.error(loc, str(exc)) from None
+
+    overrides = config.all_overrides()
+    models: list[ModelChoice] = []
     for j, name in enumerate(config.grid.model):
         for info in infos:
             try:
-                model = resolve_model(name, info.task)
+                probe = None
+                if not (isinstance(name, str) and name.strip().lower() in MODEL_TASK):
+                    with contextlib.suppress(UserInputError, KeyError, ValueError):
+                        probe = apply_overrides(default_params(info, "gcn", True), overrides)
+                model = resolve_model_choice(name, info.task, probe)  # type: ignore[arg-type]
             except UserInputError as exc:
                 known = str(name).strip().lower() in MODEL_TASK  # but for the other task
                 where = f" (dataset {info.name!r})" if known else ""
                 raise config.error(f"grid.model[{j}]", f"{exc}{where}") from None
-        if model in models:
-            raise config.error(f"grid.model[{j}]", f"{name!r} is listed twice")
+        for other in models:
+            if other.name == model.name:
+                problem = (f"{name!r} is listed twice" if other.plugin == model.plugin else
+                           f"two models are named {model.name!r}; give one a distinct display:")
+                raise config.error(f"grid.model[{j}]", problem)
         models.append(model)
 
     seen_entries: list[Any] = []
@@ -203,13 +269,12 @@ def expand(config: GridConfig) -> list[RunSpec]:
             raise config.error(f"grid.optimizer[{k}]", f"{entry.to_yaml()!r} is listed twice")
         seen_entries.append(entry.to_yaml())
 
-    overrides = config.all_overrides()
     specs: list[RunSpec] = []
     keys: set[str] = set()
     for i, info in enumerate(infos):
         for model in models:
             try:
-                preset = default_params(info, model)
+                preset = default_params(info, model.name, model.plugin is not None)
             except (UserInputError, KeyError, ValueError) as exc:
                 raise config.error(f"grid.dataset[{i}]", _message(exc)) from None
             try:
@@ -217,15 +282,16 @@ def expand(config: GridConfig) -> list[RunSpec]:
             except OverrideError as exc:
                 top_level = exc.field == "epochs" and config.epochs is not None
                 loc = "epochs" if top_level else f"overrides.{exc.field}"
-                raise config.error(loc, f"{exc.problem} ({info.name} x {model})") from None
+                raise config.error(loc, f"{exc.problem} ({info.name} x {model.name})") from None
             for k, entry in enumerate(config.grid.optimizer):
-                ham = _ham_settings(config, k, entry, info, model)
+                ham = _ham_settings(config, k, entry, info, model.name)
                 base = entry.base_choice
                 try:
                     cell_specs = specs_for(
-                        info.name, model, ham, overrides=overrides, runs=config.runs,
+                        info, model, ham, overrides=overrides, runs=config.runs,
                         seed=config.seed, base=None if base is None else base.name,
                         base_options=None if base is None else dict(base.options),
+                        metric=metrics[i],
                     )
                 except UserInputError as exc:
                     where = "base" if entry.options is None else f"{entry.kind}.base"
@@ -349,11 +415,11 @@ def run_grid(
     log.info("%s: %d runs -> %s (device %s)", config.run_name, len(specs), out_dir, where)
 
     keys = [spec.key() for spec in specs]
-    stale = stale_keys(store, keys)
+    stale = stale_keys(store, keys, spec_sources(specs))
     if stale and not rerun_stale:
         log.warning(
-            "%d finished runs came from another hamgraph version (kept; --rerun-stale "
-            "retrains them)", len(stale)
+            "%d finished runs came from another hamgraph version or another source of their "
+            "plug-ins (kept; --rerun-stale retrains them)", len(stale)
         )
     retrain = stale if rerun_stale else []
     if len(slots) == 1:

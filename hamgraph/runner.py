@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,10 +41,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from hamgraph import preemption, provenance
 from hamgraph.claims import NO_CLAIMS, Claims, Owner
 from hamgraph.data.paths import DataPaths
-from hamgraph.data.registry import resolve_dataset
+from hamgraph.data.registry import spec_dataset
 from hamgraph.errors import DatasetUnavailableError, UserInputError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
-from hamgraph.store import CHECKPOINTS_DIR, PACK_PREFIX, ResultStore
+from hamgraph.store import CHECKPOINTS_DIR, PACK_PREFIX, ResultStore, plugin_sources
 from hamgraph.track import Tracking
 
 log = logging.getLogger(__name__)
@@ -98,22 +98,43 @@ def _from_another_version(version: str) -> bool:
     return version != __version__
 
 
-def stale_keys(store: ResultStore, keys: Sequence[str]) -> list[str]:
-    """Finished runs among `keys` whose record came from another hamgraph version, in order.
+def stale_keys(
+    store: ResultStore, keys: Sequence[str], sources: Mapping[str, str] | None = None
+) -> list[str]:
+    """Finished runs among `keys` whose record came from another hamgraph version, or (runs of
+    plug-ins, `sources`: key -> `store.plugin_sources(spec)`) from another source of their
+    plug-ins' code; in order.
 
-    Read from runs.csv's hamgraph_version column (one file), not from every record.
+    Read from runs.csv's hamgraph_version and plugin_sources columns (one file), not from
+    every record.
     """
     frame = store.frame()
     versions = dict(zip(frame["key"], frame["hamgraph_version"], strict=True))
-    return [key for key in keys if key in versions and _from_another_version(versions[key])]
+    recorded = dict(zip(frame["key"], frame["plugin_sources"], strict=True))
+    sources = sources or {}
+    return [
+        key for key in keys
+        if key in versions and (
+            _from_another_version(versions[key])
+            or (key in sources and sources[key] != recorded[key])
+        )
+    ]
+
+
+def spec_sources(specs: Sequence[RunSpec]) -> dict[str, str]:
+    """key -> the source hashes of its plug-ins (for `stale_keys`), for runs of plug-ins."""
+    return {spec.key(): plugin_sources(spec) for spec in specs if spec.plugins}
 
 
 # --- packs -------------------------------------------------------------------------------------
 
 
 def _signature(spec: RunSpec) -> object | None:
-    """Specs with equal signatures may share a pack; None: this spec trains alone."""
-    if resolve_dataset(spec.dataset).task != "node":
+    """Specs with equal signatures may share a pack; None: this spec trains alone (graph runs,
+    and runs of a user's model, dataset or metric: the packed trainer knows only built-ins)."""
+    if spec.plugins:
+        return None
+    if spec_dataset(spec).task != "node":
         return None
     from hamgraph.train.packed import pack_signature
 
@@ -163,7 +184,7 @@ def auto_pack_size(spec: RunSpec, paths: DataPaths, device: torch.device) -> int
     """
     from hamgraph.train.packed import pack_footprint
 
-    info = resolve_dataset(spec.dataset)
+    info = spec_dataset(spec)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         limit = MAX_AUTO_PACK
@@ -192,7 +213,7 @@ def cpu_pack_limit(spec: RunSpec, paths: DataPaths) -> int:
     """
     from hamgraph.train.node import load_node_data
 
-    data = load_node_data(resolve_dataset(spec.dataset), paths)
+    data = load_node_data(spec_dataset(spec), paths)
     hidden = getattr(spec.params, "hidden", 1)
     return max(1, CPU_PACK_BYTES // (data.num_nodes * hidden * 4))
 
@@ -377,7 +398,7 @@ def _train_pack(
             if spec.key() not in done:
                 trackers[spec.key()].abandon()
 
-    node = resolve_dataset(pack[0].dataset).task == "node"
+    node = spec_dataset(pack[0]).task == "node"
     specs, checkpointer = _pack_checkpointer(pack, store) if node else (pack, None)
     if len(specs) == 1:  # the single-run trainers
         spec = pack[0]
@@ -395,7 +416,7 @@ def _train_pack(
         return
     from hamgraph.train.packed import train_node_pack
 
-    info = resolve_dataset(pack[0].dataset)
+    info = spec_dataset(pack[0])
     done: set[str] = set()
 
     def keep_once(result: RunResult) -> None:
@@ -490,6 +511,10 @@ def execute_specs(
 
     resumed, fresh = _resumed_first(todo, store, finished) if pack != "off" else ([], todo)
     planned = resumed + plan_packs(fresh, pack, size_for)
+    alone = sum(1 for spec in todo if spec.plugins)
+    if alone and pack != "off":
+        log.info("%d run(s) of user plug-ins train one at a time (packing is for built-in "
+                 "models, datasets and metrics)", alone)
     if isinstance(pack, int) and device.type == "cpu":
         _warn_slow_cpu_packs(planned, paths)
     unavailable: dict[str, str] = {}
@@ -544,14 +569,17 @@ def execute_specs(
     return [outcomes[key] for key in keys]
 
 
-def _stored_result(store: ResultStore, key: str, retrain: set[str]) -> RunResult | None:
-    """The stored result of `key`; None when it needs training: no record (or a damaged one,
-    set aside by the store), or (a key to retrain) a record from another version, as in
-    stale_keys (the record itself: another process may have stored the run since runs.csv was
-    read)."""
+def _stored_result(store: ResultStore, spec: RunSpec, retrain: set[str]) -> RunResult | None:
+    """The stored result of `spec`; None when it needs training: no record (or a damaged one,
+    set aside by the store), or (a key to retrain) a record from another version or from
+    other plug-in sources, as in stale_keys (the record itself: another process may have
+    stored the run since runs.csv was read)."""
+    key = spec.key()
     result = store.read(key)
     if result is None or key not in retrain:
         return result
+    if spec.plugins and plugin_sources(result.spec) != plugin_sources(spec):
+        return None
     return None if _from_another_version(result.provenance.get("hamgraph_version", "")) else result
 
 
@@ -581,7 +609,7 @@ def _claimed_packs(
                     key = spec.key()
                     if key not in held:
                         waiting.append(spec)
-                    elif (result := _stored_result(store, key, retrain)) is None:
+                    elif (result := _stored_result(store, spec, retrain)) is None:
                         mine.append(spec)
                     else:  # stored by another process since we looked
                         settled(outcome_of(result, trained=False))

@@ -148,9 +148,100 @@ def _show(value: BaseOptionValue) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+PluginValue = Any  # a YAML scalar, or a tuple of PluginValues (lists and nested mappings)
+_MAPPING = "__mapping__"  # first item of the tuple that holds a nested mapping
+
+
+def freeze_options(value: Any) -> PluginValue:
+    """YAML data -> hashable. A top-level mapping becomes sorted (name, value) pairs; nested
+    lists become tuples and nested mappings `(_MAPPING, pairs...)`, so that `thaw` tells a
+    mapping from a list of pairs."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    return _freeze(value)
+
+
+def _freeze(value: Any) -> PluginValue:
+    if isinstance(value, dict):
+        return (_MAPPING, *sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: PluginValue, mapping: bool = False) -> Any:
+    """The inverse of `freeze_options` (`mapping`: the top level is a mapping's pairs)."""
+    if mapping:
+        return {k: _thaw_any(v) for k, v in value}
+    return _thaw_any(value)
+
+
+def _thaw_any(value: PluginValue) -> Any:
+    if isinstance(value, tuple):
+        if value and value[0] == _MAPPING:
+            return {k: _thaw_any(v) for k, v in value[1:]}
+        return [_thaw_any(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """Code named by the user (a model, a dataset or a metric): a `_target_` import path or an
+    installed entry point, with its options (`hamgraph.plugins` resolves and checks it).
+
+    `target`, `options` and `settings` are the plug-in's identity (part of a run's key);
+    `source_hash` is provenance (runs.csv / records: a changed hash marks runs stale), and
+    `display` / `entry_point` are labels.
+    """
+
+    target: str  # dotted import path of the class / function, e.g. "mylab.models.MyGNN"
+    options: tuple[tuple[str, PluginValue], ...] = ()  # keyword options of the callable, sorted
+    settings: tuple[tuple[str, PluginValue], ...] = ()  # hamgraph's own keys (split, task, ...)
+    display: str = ""  # the `display:` key, else the class / function name
+    entry_point: str | None = None  # "name (distribution)" when found as an entry point
+    source_hash: str = ""  # sha256 (12 hex) of the target's module source file
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The options as plain data (lists, dicts), as the callable receives them."""
+        return _thaw(self.options, mapping=True)
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        return _thaw(self.settings, mapping=True)
+
+    def identity(self) -> dict[str, Any]:
+        """What a run's key hashes: target, options and settings (not the labels, not the
+        source hash)."""
+        return {"target": self.target, "options": self.kwargs, "settings": self.setting}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.identity(), "display": self.display, "entry_point": self.entry_point,
+                "source_hash": self.source_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PluginRef:
+        return cls(
+            target=data["target"],
+            options=freeze_options(data.get("options") or {}),
+            settings=freeze_options(data.get("settings") or {}),
+            display=data.get("display", ""),
+            entry_point=data.get("entry_point"),
+            source_hash=data.get("source_hash", ""),
+        )
+
+
+PLUGIN_FIELDS = ("dataset_plugin", "model_plugin", "metric_plugin")
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a dataset, a model, its hyperparameters, an optimizer, a seed."""
+    """One training run: a dataset, a model, its hyperparameters, an optimizer, a seed.
+
+    The plug-in fields are set only for code named by the user (`hamgraph.plugins`); `dataset`
+    and `model` are then readable, file-name safe names of it. `metric` names the metric when
+    it is not the dataset's default (with `metric_plugin` for a plug-in metric).
+    """
 
     dataset: str  # a registry name, e.g. "cora", "csbm-h0.2", "ogbg-molhiv"
     model: str  # "gcn" | "gat" | "sage" | "gcnplus"
@@ -158,6 +249,20 @@ class RunSpec:
     optimizer: OptimizerSpec
     run: int  # index within the protocol's runs; selects the split for multi-split datasets
     seed: int
+    dataset_plugin: PluginRef | None = None
+    model_plugin: PluginRef | None = None
+    metric: str | None = None  # None: the dataset's metric
+    metric_plugin: PluginRef | None = None
+
+    @property
+    def plugins(self) -> dict[str, PluginRef]:
+        """{"dataset" | "model" | "metric": PluginRef} of the plug-ins this run uses."""
+        out = {}
+        for name in PLUGIN_FIELDS:
+            ref = getattr(self, name)
+            if ref is not None:
+                out[name.removesuffix("_plugin")] = ref
+        return out
 
     @property
     def ham(self) -> HamSettings | None:
@@ -181,7 +286,15 @@ class RunSpec:
             "optimizer": self.optimizer.to_dict(),
             "run": self.run,
             "seed": self.seed,
+            **self._plugin_dict(),
         }
+
+    def _plugin_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"{kind}_plugin": ref.to_dict()
+                               for kind, ref in self.plugins.items()}
+        if self.metric is not None:
+            out["metric"] = self.metric
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
@@ -206,6 +319,9 @@ class RunSpec:
             optimizer=optimizer,
             run=int(data["run"]),
             seed=int(data["seed"]),
+            metric=data.get("metric"),
+            **{name: PluginRef.from_dict(data[name]) for name in PLUGIN_FIELDS
+               if data.get(name) is not None},
         )
 
     def key(self) -> str:
@@ -233,6 +349,10 @@ class RunSpec:
             prefix = self.optimizer.kind
         else:  # the first release named every protocol-base baseline "adam" (AdamW included)
             prefix = "adam" if self.ham is None else self.ham.kind
+        for kind, ref in self.plugins.items():  # only when set: built-in runs keep their keys
+            blob[f"{kind}_plugin"] = ref.identity()
+        if self.metric is not None:
+            blob["metric"] = self.metric
         text = json.dumps(blob, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         return f"{self.dataset}-{self.model}-{prefix}-run{self.run}-{digest}"

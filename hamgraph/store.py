@@ -61,7 +61,7 @@ from filelock import FileLock
 
 from hamgraph.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir, host_tag, pid_alive
 from hamgraph.errors import HamgraphError
-from hamgraph.specs import EpochStats, RunResult, RunSpec
+from hamgraph.specs import EpochStats, GraphParams, RunResult, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,24 @@ RUN_COLUMNS = [
     "hamgraph_version",
     "device",
     "history",
+    # a user's plug-ins (hamgraph.plugins; "" for built-ins): what a report needs without
+    # importing them
+    "dataset_display",  # the label of a user's dataset / model
+    "model_display",
+    "dataset_target",  # the import path (entry point value) of a user's dataset / model / metric
+    "model_target",
+    "metric_target",
+    "plugin_options",  # JSON {"dataset" | "model" | "metric": {options, settings}}
+    "plugin_sources",  # "dataset=<sha256 12> model=<...>": a change marks the run stale
+    "higher_is_better",  # "true" | "false": the direction of the metric
 ]
+PLUGIN_COLUMNS = ("dataset_display", "model_display", "dataset_target", "model_target",
+                  "metric_target", "plugin_options", "plugin_sources", "higher_is_better")
 # The columns that tell runs.csv rows apart as settings; the rest are outcomes.
 _TEXT_COLUMNS = ("key", "dataset", "model", "optimizer", "base", "base_options", "mask_beta",
                  "sign_source", "params",
-                 "metric", "status", "reason", "hamgraph_version", "device", "history")
+                 "metric", "status", "reason", "hamgraph_version", "device", "history",
+                 *PLUGIN_COLUMNS)
 HISTORY_COLUMNS = [f.name for f in dataclasses.fields(EpochStats)]
 # 1: the first release (HAM settings at the top of the spec); 2: the optimizer as a value and
 # the provenance. Both are read; a newer format is refused instead of misread.
@@ -154,6 +167,34 @@ def params_json(spec: RunSpec) -> str:
     return json.dumps(dataclasses.asdict(spec.params), sort_keys=True)
 
 
+def plugin_sources(spec: RunSpec) -> str:
+    """"dataset=<hash> model=<hash> metric=<hash>" of the run's plug-ins ("" for none)."""
+    return " ".join(f"{kind}={ref.source_hash}" for kind, ref in spec.plugins.items())
+
+
+def _plugin_columns(spec: RunSpec) -> dict[str, str]:
+    plugins = spec.plugins
+    options: dict[str, Any] = {
+        kind: {"options": ref.kwargs, "settings": ref.setting,
+               **({"entry_point": ref.entry_point} if ref.entry_point else {})}
+        for kind, ref in plugins.items()
+    }
+    if "dataset" in options:  # a report labels by the protocol of the task
+        options["dataset"]["task"] = "graph" if isinstance(spec.params, GraphParams) else "node"
+    metric = plugins.get("metric")
+    return {
+        "dataset_display": plugins["dataset"].display if "dataset" in plugins else "",
+        "model_display": plugins["model"].display if "model" in plugins else "",
+        "dataset_target": plugins["dataset"].target if "dataset" in plugins else "",
+        "model_target": plugins["model"].target if "model" in plugins else "",
+        "metric_target": metric.target if metric is not None else "",
+        "plugin_options": json.dumps(options, sort_keys=True, default=str) if options else "",
+        "plugin_sources": plugin_sources(spec),
+        "higher_is_better": "false" if metric is not None
+        and metric.setting.get("higher_is_better") is False else "true",
+    }
+
+
 def run_row(result: RunResult) -> dict[str, str]:
     """The runs.csv row of a result (all values as text)."""
     spec = result.spec
@@ -186,6 +227,7 @@ def run_row(result: RunResult) -> dict[str, str]:
         "hamgraph_version": result.provenance.get("hamgraph_version", ""),
         "device": result.provenance.get("device", ""),
         "history": f"history/{key}.csv",
+        **_plugin_columns(spec),
     }
 
 

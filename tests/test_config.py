@@ -170,7 +170,8 @@ BAD = {
     "duplicate-key": ("name: x\nname: y\n" + GOOD_GRID, "duplicate key 'name'"),
     "unknown-top-level-key": (
         "nmae: x\n" + GOOD_GRID,
-        "(top level): unknown key 'nmae'; valid: name, runs, epochs, seed, overrides, track, grid",
+        "(top level): unknown key 'nmae'; valid: name, runs, epochs, seed, overrides, track, "
+        "metric, grid",
     ),
     "unknown-grid-key": (
         "grid: {dataset: [cora], models: [gcn], optimizer: [adam]}\n",

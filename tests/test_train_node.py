@@ -101,7 +101,7 @@ def test_test_metric_taken_at_first_best_validation_epoch(offline_paths, monkeyp
         value = (0.9, vals[epoch], tests[epoch])[part]
         return torch.tensor(value, dtype=torch.float64)
 
-    monkeypatch.setattr(node_trainer, "resolve_metric", lambda _name: scripted)
+    monkeypatch.setattr(node_trainer, "node_metric", lambda _choice: scripted)
     result = _run(offline_paths, params=dataclasses.replace(SMALL, epochs=len(vals)))
     assert (result.best_epoch, result.val, result.test) == (2, 0.7, 0.2)
     assert [h.val for h in result.history] == vals

@@ -347,14 +347,26 @@ def _read_raw(info: DatasetInfo, paths: DataPaths) -> _Raw:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(info: DatasetInfo, paths: DataPaths) -> NodeDataset:
-    raw = _read_raw(info, paths)
+    plugin_graph = None
+    if info.plugin is not None:  # a user's dataset (hamgraph.data.plugin)
+        from hamgraph.data.plugin import read_plugin_raw
+
+        x, y, edge_index, plugin_graph = read_plugin_raw(info, paths)
+        raw = _Raw(x, y, edge_index, {})
+    else:
+        raw = _read_raw(info, paths)
     num_nodes = int(raw.x.size(0))
     x = raw.x.to(torch.float32)
     if info.row_normalize:
         x = _row_normalize(x)
     y = raw.y.view(-1).long()
     num_classes = int(y.max()) + 1
-    splits = _splits(info, raw, num_classes)
+    if info.plugin is not None:
+        from hamgraph.data.plugin import plugin_splits
+
+        splits = plugin_splits(info.plugin, plugin_graph, y, num_classes)
+    else:
+        splits = _splits(info, raw, num_classes)
     for split in splits:
         split.check(num_nodes)
     return NodeDataset(

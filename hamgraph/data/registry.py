@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from hamgraph.errors import UnknownNameError
+from hamgraph.specs import PluginRef, RunSpec
 
 Task = Literal["node", "graph"]
-Metric = Literal["accuracy", "rocauc", "ap", "f1"]
-Family = Literal["homophilic", "heterophilic", "graph"]
+Metric = Literal["accuracy", "rocauc", "ap", "f1"]  # built-in; a user's metric has its own name
+Family = Literal["homophilic", "heterophilic", "graph", "other"]  # other: a user's dataset
 SplitProtocol = Literal[
     "per-class-20/500/1000",  # 20 train nodes per class, 500 val, 1000 test; one seeded split
     "random-60/20/20",  # one fixed seeded random split
@@ -28,6 +29,7 @@ SplitProtocol = Literal[
     "fixed-10",  # the 10 fixed splits shipped with the data (heterophilous, filtered npz)
     "ogb-official",  # the split shipped by OGB
     "planetoid-public",  # Kipf & Welling's fixed public split: 20 per class, 500 val, 1000 test
+    "plugin",  # a user's dataset: its shipped masks or the split its YAML states (split_text)
 ]
 
 SPLIT_DESCRIPTIONS: dict[str, str] = {
@@ -70,6 +72,8 @@ class DatasetInfo:
     row_normalize: bool = False  # feature preprocessing of the protocol
     csbm: CsbmOptions | None = None  # set only for synthetic CSBM datasets
     base: str | None = None  # set only for variants: the dataset whose files and presets they use
+    plugin: PluginRef | None = None  # set only for a user's dataset (hamgraph.data.plugin)
+    split_text: str = ""  # a user's dataset: its split in words
 
     @property
     def base_name(self) -> str:
@@ -170,4 +174,36 @@ def resolve_dataset(name: str) -> DatasetInfo:
 
 def describe_split(info: DatasetInfo) -> str:
     """The split protocol of `info` in words, e.g. for a report's notes."""
+    if info.split_text:
+        return info.split_text
     return SPLIT_DESCRIPTIONS.get(info.split, info.split)
+
+
+def resolve_dataset_choice(value: Any) -> DatasetInfo:
+    """A YAML dataset choice -> DatasetInfo: a built-in name (`resolve_dataset`), then an
+    installed entry point (group `hamgraph.datasets`), then `{_target_: path, ...options}`
+    (see `hamgraph.plugins`; the contract: `hamgraph.data.plugin`).
+
+    A user's dataset is loaded here once (cached) to learn its task and check its split.
+    Raises UserInputError.
+    """
+    from hamgraph.plugins import parse_choice
+
+    builtins = [*DATASETS, "csbm"]
+    if isinstance(value, str) and _CSBM_NAME.match(value.strip().lower()):
+        return resolve_dataset(value)
+    name, ref, _obj = parse_choice("dataset", value, builtins)
+    if ref is None:
+        return resolve_dataset(name)
+    from hamgraph.data.plugin import plugin_info
+
+    return plugin_info(name, ref)
+
+
+def spec_dataset(spec: RunSpec) -> DatasetInfo:
+    """The DatasetInfo of a run (a user's dataset is imported and loaded, cached)."""
+    if spec.dataset_plugin is None:
+        return resolve_dataset(spec.dataset)
+    from hamgraph.data.plugin import plugin_info
+
+    return plugin_info(spec.dataset, spec.dataset_plugin)

@@ -14,20 +14,41 @@ from __future__ import annotations
 from hamgraph.data.registry import DATASETS, DatasetInfo
 from hamgraph.errors import UnknownNameError
 from hamgraph.models import resolve_model
-from hamgraph.presets.node import CSBM_PRESET, NODE_PRESETS
+from hamgraph.presets.node import (
+    CSBM_PRESET,
+    NODE_PRESETS,
+    PLUGIN_GRAPH_PRESET,
+    PLUGIN_PRESET,
+)
 from hamgraph.presets.paper_best import PAPER_BEST
 from hamgraph.specs import GraphParams, NodeParams
 
 KINDS = ("ham", "nham")
 
 
-def default_params(info: DatasetInfo, model: str) -> NodeParams | GraphParams:
+def default_params(
+    info: DatasetInfo, model: str, plugin: bool = False
+) -> NodeParams | GraphParams:
     """The protocol hyperparameters of `model` on the dataset `info`.
 
+    A user's dataset (`info.plugin`) gets `PLUGIN_PRESET`; a user's model (`plugin`) on a
+    built-in node dataset the row of gcn (then `overrides:`).
     Raises UnknownNameError for a model that does not fit the dataset's task, or a dataset
     without a preset (the message lists the datasets that have one).
     """
-    model = resolve_model(model, info.task)
+    if info.plugin is not None and info.task == "graph" and not plugin:
+        raise UnknownNameError(
+            f"the user's graph dataset {info.name!r} needs a user's graph model (gcnplus reads "
+            "OGB's encoded features)"
+        )
+    if info.plugin is not None:
+        return PLUGIN_PRESET if info.task == "node" else PLUGIN_GRAPH_PRESET
+    if plugin and info.task == "graph":
+        raise UnknownNameError(
+            f"a user's graph model needs a user's graph dataset; {info.name!r} is built in "
+            "(its graphs carry OGB's encoded features)"
+        )
+    model = "gcn" if plugin else resolve_model(model, info.task)
     if info.task == "graph":
         from hamgraph.presets.graph import graph_params
 
@@ -63,4 +84,6 @@ def paper_best(dataset: str, model: str, kind: str) -> tuple[float, float]:
     return PAPER_BEST[key]
 
 
-__all__ = ["CSBM_PRESET", "NODE_PRESETS", "PAPER_BEST", "default_params", "paper_best"]
+__all__ = [
+    "CSBM_PRESET", "NODE_PRESETS", "PAPER_BEST", "PLUGIN_PRESET", "default_params", "paper_best",
+]

@@ -15,7 +15,7 @@ as in its `medium_graph/run_gnn.sh`. Rows not in REFERENCE §2 and where they co
 
 from __future__ import annotations
 
-from hamgraph.specs import NodeParams
+from hamgraph.specs import GraphParams, NodeParams
 
 
 def _row(lr, hidden, layers, dropout, wd, epochs=500, flags="") -> NodeParams:
@@ -93,3 +93,12 @@ NODE_PRESETS: dict[tuple[str, str], NodeParams] = {
 
 # every csbm-* dataset, every model
 CSBM_PRESET = NodeParams(lr=1e-2, hidden=64, layers=2, dropout=0.5, weight_decay=5e-4, epochs=200)
+# A user's dataset (hamgraph.data.plugin) has no protocol: this row, then the grid's
+# `overrides:` (a user's model on a built-in dataset uses that dataset's gcn row instead).
+# A user's graph-classification dataset: PLUGIN_GRAPH_PRESET (no warmup, no gradient-clip
+# change; AdamW as every graph protocol).
+PLUGIN_PRESET = NodeParams(lr=1e-2, hidden=64, layers=2, dropout=0.5, weight_decay=5e-4,
+                           epochs=200)
+PLUGIN_GRAPH_PRESET = GraphParams(lr=1e-3, weight_decay=0.0, hidden=64, layers=3, dropout=0.2,
+                                  residual=False, ffn=False, batch_size=32, epochs=50,
+                                  warmup_epochs=0)

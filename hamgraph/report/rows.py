@@ -44,6 +44,7 @@ from hamgraph.cells import (
     SEARCHED_COLUMNS,
     best_per_group,
     cell_key,
+    graph_plugin_datasets,
     optimizer_of_row,
     summarize,
 )
@@ -231,7 +232,9 @@ def _norm(value: object) -> object:
     return None if _missing(value) else value
 
 
-def _protocol_base(dataset: str) -> str:
+def _protocol_base(dataset: str, graph_plugins: frozenset[str] = frozenset()) -> str:
+    if dataset in graph_plugins:  # a user's graph dataset (cells.graph_plugin_datasets)
+        return PROTOCOL_BASE["GraphParams"]
     try:
         task = resolve_dataset(dataset).task
     except UnknownNameError:
@@ -283,7 +286,12 @@ def is_standard(spec: OptimizerSpec, protocol_base: str) -> bool:
     )
 
 
-def dataset_column(name: str, metric: str) -> DatasetColumn:
+def dataset_column(name: str, metric: str, plugin: dict[str, str] | None = None) -> DatasetColumn:
+    """The column of a dataset: registry facts, or (a user's dataset: `plugin`, from runs.csv's
+    plug-in columns; the plug-in is never imported) its display name, target and split."""
+    if plugin is not None:
+        return DatasetColumn(name, plugin["display"] or name, "other", metric,
+                             f"user dataset {plugin['target']}", plugin["split"], None, name)
     try:
         info = resolve_dataset(name)
     except UnknownNameError:
@@ -408,9 +416,15 @@ def build_tables(
 
     # expected runs: as many as the fullest cell of the dataset (ok + failed)
     totals = cells.assign(total=cells["n"] + cells["failed"]).groupby("dataset")["total"].max()
+    user_datasets, user_models, plugin_lines = _plugin_facts(runs)
     columns = {
-        d: dataset_column(d, str(cells.loc[cells["dataset"] == d, "metric"].iloc[0]))
+        d: dataset_column(d, str(cells.loc[cells["dataset"] == d, "metric"].iloc[0]),
+                          user_datasets.get(d))
         for d in cells["dataset"].unique()
+    }
+    lower_is_better = {
+        str(d) for d, flag in zip(cells["dataset"], cells["higher_is_better"], strict=True)
+        if not flag
     }
 
     def shown_by_run(cell: pd.Series | None) -> dict[tuple[int, int], float]:
@@ -430,9 +444,10 @@ def build_tables(
     }
 
     built: list[MainCell] = []
+    graph_plugins = graph_plugin_datasets(runs)
     for m in methods:
-        protocol = _protocol_base(m.dataset)
-        display = MODEL_DISPLAY.get(m.model, m.model)
+        protocol = _protocol_base(m.dataset, graph_plugins)
+        display = user_models.get(m.model) or MODEL_DISPLAY.get(m.model, m.model)
         column = columns[m.dataset]
         cell = m.chosen
         values = shown_by_run(cell)
@@ -523,26 +538,67 @@ def build_tables(
             )
         )
 
-    built = _mark_best(built)
+    built = _mark_best(built, lower_is_better)
     if published is not None:
         built = _compare(built, published, columns)
     grid = cells.copy()
     grid["method"] = [
-        method_text(optimizer_of_row(r), _protocol_base(r["dataset"])) for _, r in cells.iterrows()
+        method_text(optimizer_of_row(r), _protocol_base(r["dataset"], graph_plugins))
+        for _, r in cells.iterrows()
     ]
     source = None if published is None else ", ".join(dict.fromkeys(published["source"]))
     citation = "" if published is None else "; ".join(dict.fromkeys(published["paper"]))
     return ReportTables(
         metric=metric,
-        families=_families(built, columns, published is not None),
+        families=_families(built, columns, published is not None, plugin_lines),
         grid=grid,
         compare_source=source,
         compare_citation=citation,
     )
 
 
-def _mark_best(built: list[MainCell]) -> list[MainCell]:
-    """Bold (and underline ties) per dataset x model at the shown precision."""
+def _plugin_facts(
+    runs: pd.DataFrame,
+) -> tuple[dict[str, dict[str, str]], dict[str, str], tuple[str, ...]]:
+    """From runs.csv's plug-in columns (no import of a plug-in): user datasets by name
+    ({display, target, split}), user models' display names by name, and one provenance line
+    per plug-in (target and source hash)."""
+    import json
+
+    datasets: dict[str, dict[str, str]] = {}
+    models: dict[str, str] = {}
+    lines: dict[str, None] = {}
+    if "plugin_options" not in runs.columns:
+        return datasets, models, ()
+    for _, r in runs.iterrows():
+        sources = dict(
+            part.split("=", 1) for part in str(r["plugin_sources"]).split() if "=" in part
+        )
+        options = json.loads(r["plugin_options"]) if r["plugin_options"] else {}
+        if r["dataset_target"]:
+            split = options.get("dataset", {}).get("settings", {}).get("split")
+            datasets[str(r["dataset"])] = {
+                "display": str(r["dataset_display"]), "target": str(r["dataset_target"]),
+                "split": f"stated split {json.dumps(split, sort_keys=True)}" if split
+                else "the split(s) shipped with the data",
+            }
+        for kind in ("dataset", "model", "metric"):
+            target = str(r[f"{kind}_target"])
+            if target:
+                name = {"dataset": r["dataset_display"], "model": r["model_display"],
+                        "metric": r["metric"]}[kind]
+                extra = options.get(kind, {}).get("options") or {}
+                shown = f" {json.dumps(extra, sort_keys=True)}" if extra else ""
+                lines[f"user {kind} {name} = {target}{shown} (source "
+                      f"{sources.get(kind, '?')})"] = None
+        if r["model_target"]:
+            models[str(r["model"])] = str(r["model_display"])
+    return datasets, models, tuple(lines)
+
+
+def _mark_best(built: list[MainCell], lower_is_better: set[str] | None = None) -> list[MainCell]:
+    """Bold (and underline ties) per dataset x model at the shown precision (the lowest value
+    on datasets whose metric is lower-is-better)."""
     out = list(built)
     blocks: dict[tuple[str, str], list[int]] = {}
     for i, c in enumerate(out):
@@ -553,7 +609,8 @@ def _mark_best(built: list[MainCell]) -> list[MainCell]:
             continue
         # compare the printed text, not round(): they differ at ...5 boundaries of binary floats
         shown = {i: float(f"{out[i].mean:.{DECIMALS}f}") for i in members}
-        top = max(shown.values())
+        pick = min if out[members[0]].dataset in (lower_is_better or set()) else max
+        top = pick(shown.values())
         winners = [i for i in members if shown[i] == top]
         for i in winners:
             out[i] = dataclasses.replace(out[i], best=True, tie=len(winners) > 1)
@@ -618,7 +675,8 @@ def _compare(
 
 
 def _families(
-    built: list[MainCell], columns: dict[str, DatasetColumn], compared: bool
+    built: list[MainCell], columns: dict[str, DatasetColumn], compared: bool,
+    plugin_lines: tuple[str, ...] = (),
 ) -> tuple[FamilyTable, ...]:
     def row_order(c: MainCell) -> tuple:
         kind = c.optimizer if c.is_ham else "baseline"
@@ -653,7 +711,11 @@ def _families(
                 block_starts=starts,
                 cells=tuple(ordered),
                 notes=notes,
-                provenance=_provenance(members),
+                provenance=_provenance(members) + tuple(
+                    line for line in plugin_lines
+                    if any(f" {c.model_display} = " in line or f" {columns[c.dataset].display} = "
+                           in line for c in members) or line.startswith("user metric")
+                ),
                 splits=_splits(cols, members, compared),
             )
         )

@@ -20,7 +20,7 @@ import pandas as pd
 from hamgraph import preemption
 from hamgraph.errors import HamgraphError, UserInputError
 from hamgraph.preemption import EXIT_PREEMPTED, Preempted
-from hamgraph.runner import PackSize, execute_specs, stale_keys
+from hamgraph.runner import PackSize, execute_specs, spec_sources, stale_keys
 from hamgraph.specs import RunSpec
 from hamgraph.store import ResultStore
 from hamgraph.sweep import coordination as co
@@ -79,7 +79,8 @@ def prepare_studies(sweep: Sweep, storage: optuna.storages.BaseStorage) -> list[
         study = optuna.create_study(
             study_name=study_name(sweep, dataset, model, role), storage=storage,
             sampler=space.make_sampler(0, 0, sweep.baseline), pruner=space.make_pruner(),
-            direction="maximize", load_if_exists=True,
+            direction="maximize" if sweep.higher_is_better(dataset) else "minimize",
+            load_if_exists=True,
         )
         attrs = study.user_attrs
         wanted = {
@@ -120,7 +121,7 @@ def _handle_stale(sweep: Sweep, studies: list[optuna.Study], store: ResultStore,
                   pack: PackSize, rerun: bool) -> int:
     """Count (and with `rerun`, retrain) finished runs from another hamgraph version."""
     specs = known_specs(sweep, studies)
-    stale = set(stale_keys(store, [s.key() for s in specs]))
+    stale = set(stale_keys(store, [s.key() for s in specs], spec_sources(specs)))
     if not stale:
         return 0
     if not rerun:

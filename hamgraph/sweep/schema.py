@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
-from hamgraph.config import BaseChoice, StrictModel, parse_model, read_yaml
+from hamgraph.config import BaseChoice, Choice, StrictModel, parse_model, read_yaml
 from hamgraph.errors import ConfigError, UserInputError
 from hamgraph.specs import OptimizerSpec, RunSpec, normalize_options
 from hamgraph.sweep.settings import Recipe, apply_setting, check_setting
@@ -38,15 +38,19 @@ class Sweep(StrictModel):
     """A sweep file. Base settings mean the same as in a grid config (`hamgraph run`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    datasets: list[str] = Field(min_length=1)
-    models: list[str] = Field(min_length=1)
+    datasets: list[Choice] = Field(min_length=1)  # names or {_target_: ...} (hamgraph.plugins)
+    models: list[Choice] = Field(min_length=1)
     base: BaseChoice | None = None  # None: the protocol's base optimizer
     epochs: int | None = Field(default=None, gt=0)  # None: the protocol preset
     runs: int | None = Field(default=None, gt=0)  # None: all runs of the protocol
     seed: int = Field(default=0, ge=0)
     overrides: dict[str, Any] = Field(default_factory=dict)  # fields of NodeParams / GraphParams
     track: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + --track
+    metric: Choice | None = None  # None: each dataset's metric (as in grids)
     search: Space
+    # readable name -> the resolved choice (set by load_sweep for user plug-ins)
+    _datasets: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _models: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _epochs_once(self) -> Sweep:
@@ -55,8 +59,11 @@ class Sweep(StrictModel):
         return self
 
     def targets(self) -> list[tuple[str, str]]:
-        """(dataset, model) pairs, one study each (two with `budget: equal`), in file order."""
-        return [(d, m) for d in self.datasets for m in self.models]
+        """(dataset, model) readable names, one study each (two with `budget: equal`), in
+        file order."""
+        datasets = list(self._datasets) or [str(d) for d in self.datasets]
+        models = list(self._models) or [str(m) for m in self.models]
+        return [(d, m) for d in datasets for m in models]
 
     def studies(self) -> list[tuple[str, str, Role]]:
         """(dataset, model, role) of every study, in file order (main before baseline)."""
@@ -92,13 +99,30 @@ class Sweep(StrictModel):
 
     def specs(self, dataset: str, model: str, cell: Cell) -> list[RunSpec]:
         """The RunSpecs of one cell (the protocol's runs), exactly as a grid would make them."""
-        from hamgraph.grid import specs_for
+        from hamgraph.grid import dataset_metric, specs_for
 
+        info = self._datasets.get(dataset, dataset)
+        if isinstance(info, str):
+            from hamgraph.data.registry import resolve_dataset_choice
+
+            info = resolve_dataset_choice(info)
         recipe = self.recipe(cell)
         return specs_for(
-            dataset, model, recipe.ham, overrides=recipe.overrides, runs=self.runs,
-            seed=self.seed, base=recipe.base, base_options=recipe.base_options or None,
+            info, self._models.get(model, model), recipe.ham, overrides=recipe.overrides,
+            runs=self.runs, seed=self.seed, base=recipe.base,
+            base_options=recipe.base_options or None, metric=dataset_metric(info, self.metric),
         )
+
+    def higher_is_better(self, dataset: str) -> bool:
+        """The direction of the dataset's metric (a study maximizes or minimizes it)."""
+        spec = self.specs(dataset, self.targets()[0][1], Cell(None))[0]
+        ref = spec.metric_plugin
+        return ref is None or bool(ref.setting.get("higher_is_better", True))
+
+    def plugin_identity(self, dataset: str, model: str) -> dict[str, Any]:
+        """The identity of the user plug-ins of a target ({} for built-ins)."""
+        spec = self.specs(dataset, model, Cell(None))[0]
+        return {kind: ref.identity() for kind, ref in spec.plugins.items()}
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
@@ -114,23 +138,36 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
 def _check_names(sweep: Sweep, path: Path) -> None:
     """Datasets and models exist and fit each other; base and overrides are valid for all."""
-    from hamgraph.data.registry import resolve_dataset
-    from hamgraph.grid import OverrideError
-    from hamgraph.models import resolve_model
+    from hamgraph.data.registry import resolve_dataset_choice
+    from hamgraph.grid import OverrideError, dataset_metric
+    from hamgraph.models import resolve_model_choice
     from hamgraph.optim.factory import check_base_options, check_ham_base
 
     tasks: dict[str, str] = {}
-    for i, name in enumerate(sweep.datasets):
+    for i, value in enumerate(sweep.datasets):
         try:
-            tasks[name] = resolve_dataset(name).task
+            info = resolve_dataset_choice(value)
         except UserInputError as exc:
             raise ConfigError(f"{path}: datasets[{i}]: {exc}") from None
+        if info.name in tasks:
+            raise ConfigError(f"{path}: datasets[{i}]: two datasets are named {info.name!r}")
+        tasks[info.name] = info.task
+        # built-ins keep the file's spelling as their name: study names stay the same
+        sweep._datasets[info.name if info.plugin is not None else str(value)] = info
+        try:
+            dataset_metric(info, sweep.metric)
+        except UserInputError as exc:
+            loc = "metric" if sweep.metric is not None else f"datasets[{i}].metric"
+            raise ConfigError(f"{path}: {loc}: {exc}") from None
     for i, model in enumerate(sweep.models):
         for dataset, task in tasks.items():
             try:
-                resolve_model(model, task)
+                choice = resolve_model_choice(model, task)
             except UserInputError as exc:
                 raise ConfigError(f"{path}: models[{i}]: {exc} (dataset {dataset!r})") from None
+        if choice.name in sweep._models:
+            raise ConfigError(f"{path}: models[{i}]: two models are named {choice.name!r}")
+        sweep._models[choice.name if choice.plugin is not None else str(model)] = choice
     if sweep.base is not None:
         try:
             check_base_options(sweep.base.name, dict(sweep.base.options))
@@ -193,6 +230,18 @@ def _space_hash(sweep: Sweep) -> str:
 
 def study_name(sweep: Sweep, dataset: str, model: str, role: Role = "main") -> str:
     """`<sweep>.<dataset>.<model>.<hash>`: the same command resumes, an edited space does not.
-    The tuned baseline of `budget: equal` is `<...>.<hash>.baseline`."""
+    The tuned baseline of `budget: equal` is `<...>.<hash>.baseline`.
+
+    With user plug-ins (or a `metric:`), their identity (import path, options) joins the hash,
+    so an edited option set starts a new study; built-in studies keep their names.
+    """
     name = f"{sweep.name}.{dataset}.{model}.{_space_hash(sweep)}"
+    extra: dict[str, Any] = {}
+    if sweep._datasets or sweep._models:  # resolved by load_sweep
+        extra = sweep.plugin_identity(dataset, model)
+    if sweep.metric is not None:
+        extra["metric_choice"] = sweep.metric
+    if extra:
+        text = json.dumps(extra, sort_keys=True, default=str)
+        name += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     return name if role == "main" else f"{name}.{role}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from hamgraph.data.paths import DataPaths
-from hamgraph.data.registry import resolve_dataset
+from hamgraph.data.registry import spec_dataset
 from hamgraph.errors import UserInputError
 from hamgraph.specs import EpochStats, RunResult, RunSpec
 
@@ -53,7 +53,7 @@ def execute(
     (every few epochs; no extra device sync), e.g. for trackers. A stop request
     (hamgraph.preemption) raises Preempted after writing the checkpoint.
     """
-    info = resolve_dataset(spec.dataset)
+    info = spec_dataset(spec)
     if info.task == "node":
         from hamgraph.train.checkpoint import Checkpointer
         from hamgraph.train.node import train_node_run
@@ -61,6 +61,10 @@ def execute(
         checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, spec.key())
         return train_node_run(spec, info, paths, device, on_epochs=on_epochs,
                               checkpointer=checkpointer)
+    if info.plugin is not None:  # a user's graph dataset (and model)
+        from hamgraph.train.plugin_graph import train_plugin_graph_run
+
+        return train_plugin_graph_run(spec, info, paths, device, on_epochs=on_epochs)
     from hamgraph.train.graph import train_graph_run
 
     return train_graph_run(spec, info, paths, device, checkpoint_dir, on_epochs=on_epochs)

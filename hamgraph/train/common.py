@@ -69,16 +69,21 @@ class BestTracker:
     `update(epoch, val, test)` keeps val/test/epoch of the first epoch whose val is strictly
     greater than every earlier one; NaN never counts as better. With `shape` (e.g. `(M,)` for
     a pack of M models) val / test are tensors of that shape, tracked elementwise.
+    `higher_is_better=False` (a user's metric such as a loss): strictly smaller is better.
     """
 
-    def __init__(self, device: torch.device | str, shape: tuple[int, ...] = ()) -> None:
-        self.val = torch.full(shape, -math.inf, dtype=torch.float64, device=device)
+    def __init__(
+        self, device: torch.device | str, shape: tuple[int, ...] = (),
+        higher_is_better: bool = True,
+    ) -> None:
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.val = torch.full(shape, -math.inf * self.sign, dtype=torch.float64, device=device)
         self.test = torch.full(shape, math.nan, dtype=torch.float64, device=device)
         # 1-based; 0 = none yet
         self.epoch = torch.zeros(shape, dtype=torch.long, device=device)
 
     def update(self, epoch: int, val: Tensor, test: Tensor) -> None:
-        better = val.double() > self.val
+        better = val.double() * self.sign > self.val * self.sign
         self.val = torch.where(better, val.double(), self.val)
         self.test = torch.where(better, test.double(), self.test)
         self.epoch = torch.where(better, torch.full_like(self.epoch, epoch), self.epoch)

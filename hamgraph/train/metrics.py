@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from hamgraph.errors import UnknownNameError
+from hamgraph.specs import PluginRef, RunSpec
 
 MetricFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -121,6 +124,91 @@ def resolve_metric(name: str) -> MetricFn:
     if key not in METRICS:
         raise UnknownNameError(f"unknown metric {name!r}; valid names: {', '.join(METRICS)}")
     return METRICS[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# the metric of a run: a built-in name or a user's metric (hamgraph.plugins)
+
+BUILTIN_METRICS = ("accuracy", "rocauc", "ap", "f1")  # f1: ogbg-code2 only (OGB's Evaluator)
+
+
+@dataclass(frozen=True)
+class MetricChoice:
+    """A resolved metric: its name, its direction and, for a user's metric, its PluginRef.
+
+    A user's metric is `f(scores, target) -> float`: `scores` are the softmax probabilities
+    [N, C] (float64, on the CPU) of the evaluated nodes, `target` their class indices [N]
+    (int64, on the CPU). It runs on the host: one device-to-host copy of the N x C scores per
+    evaluated split and epoch (built-in metrics stay on the device).
+    """
+
+    name: str
+    higher_is_better: bool = True
+    plugin: PluginRef | None = None
+
+
+def resolve_metric_choice(value: Any) -> MetricChoice:
+    """A YAML metric choice -> MetricChoice: a built-in name, then an installed entry point
+    (group `hamgraph.metrics`), then `{_target_: path, higher_is_better: bool}`.
+
+    A user's metric is checked here: it takes (scores, target) and returns a number on a tiny
+    probe. Raises UserInputError (UnknownNameError for a name no source defines).
+    """
+    from hamgraph.plugins import PluginError, check_call, load, parse_choice
+
+    name, ref, _obj = parse_choice("metric", value, BUILTIN_METRICS)
+    if ref is None:
+        if name not in BUILTIN_METRICS:
+            raise UnknownNameError(
+                f"unknown metric {value!r}; valid names: {', '.join(BUILTIN_METRICS)}, an "
+                "installed hamgraph.metrics entry point, or {_target_: module.function}"
+            )
+        return MetricChoice(name)
+    fn = load(ref)
+    check_call(fn, 2, ref.kwargs, f"metric {ref.target!r}")
+    probe = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=torch.float64)
+    try:
+        value = float(fn(probe, torch.tensor([0, 1, 1]), **ref.kwargs))
+    except Exception as exc:
+        raise PluginError(
+            f"metric {ref.target!r} fails on a probe (scores [3, 2] float64, target [3] "
+            f"int64): {type(exc).__name__}: {exc}"
+        ) from None
+    del value
+    return MetricChoice(name, bool(ref.setting["higher_is_better"]), ref)
+
+
+def run_metric(spec: RunSpec, dataset_metric: str) -> MetricChoice:
+    """The metric of a run: the spec's choice, else the dataset's (no import for built-ins)."""
+    if spec.metric_plugin is not None:
+        return MetricChoice(spec.metric or spec.metric_plugin.display,
+                            bool(spec.metric_plugin.setting.get("higher_is_better", True)),
+                            spec.metric_plugin)
+    return MetricChoice(spec.metric or dataset_metric)
+
+
+def node_metric(choice: MetricChoice) -> Callable[[Tensor, Tensor], Tensor]:
+    """metric(logits [n, C], labels [n]) -> 0-dim float64 tensor on the logits' device.
+
+    Built-ins never leave the device (rocauc reads softmax[:, 1]); a user's metric gets the
+    softmax probabilities on the CPU (one copy per call).
+    """
+    if choice.plugin is None:
+        fn = resolve_metric(choice.name)
+        if choice.name in ("rocauc", "ap"):
+            return lambda logits, labels: fn(logits.softmax(dim=-1)[:, 1], labels)
+        return fn
+    from hamgraph.plugins import load
+
+    user = load(choice.plugin)
+    options = choice.plugin.kwargs
+
+    def metric(logits: Tensor, labels: Tensor) -> Tensor:
+        scores = logits.detach().softmax(dim=-1).to("cpu", torch.float64)
+        value = float(user(scores, labels.detach().cpu(), **options))
+        return torch.tensor(value, dtype=torch.float64, device=logits.device)
+
+    return metric
 
 
 RowMetricFn = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -53,7 +53,7 @@ from hamgraph.train.common import (
     first_nonfinite,
     seed_everything,
 )
-from hamgraph.train.metrics import resolve_metric
+from hamgraph.train.metrics import node_metric, run_metric
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def build_seeded_model(
     """The run's model, initialized from `seed_everything(spec.seed)` (then moved to
     device / dtype): the packed trainer builds each of its models with this same call."""
     seed_everything(spec.seed)
-    model = build_node_model(spec.model, spec.params, data.num_features, data.num_classes)
+    model = build_node_model(
+        spec.model, spec.params, data.num_features, data.num_classes, spec.model_plugin
+    )
     return model.to(device=device, dtype=dtype)
 
 
@@ -147,7 +149,8 @@ def train_node_run(
     # -- data: the protocol's split for this run; on the device once
     data = load_node_data(info, paths)
     split = data.split_for_run(spec.run)
-    metric = resolve_metric(info.metric)
+    choice = run_metric(spec, info.metric)
+    metric = node_metric(choice)
     y = data.y.to(device)
     parts = [idx.to(device) for idx in (split.train, split.val, split.test)]
     train_idx = parts[0]
@@ -162,7 +165,7 @@ def train_node_run(
     optimizer = build_optimizer(
         model, spec.optimizer, lr=params.lr, weight_decay=params.weight_decay
     )
-    best = BestTracker(device)
+    best = BestTracker(device, higher_is_better=choice.higher_is_better)
     history = torch.full(
         (params.epochs, len(HISTORY_COLUMNS)), math.nan, dtype=torch.float64, device=device
     )
@@ -231,8 +234,7 @@ def train_node_run(
         model.eval()
         with torch.no_grad():
             out = model(x, graph)
-            scores = out.softmax(dim=-1)[:, 1] if info.metric == "rocauc" else out
-            train_m, val_m, test_m = (metric(scores[idx], y[idx]) for idx in parts)
+            train_m, val_m, test_m = (metric(out[idx], y[idx]) for idx in parts)
             flips, mean_abs = diagnostics.update()
             row = (loss.detach(), train_m, val_m, test_m, flips, mean_abs)
             history[epoch - 1] = torch.stack([v.to(torch.float64) for v in row])
@@ -280,7 +282,7 @@ def train_node_run(
         val, test, best_epoch = math.nan, math.nan, 0
     return RunResult(
         spec=spec,
-        metric=info.metric,
+        metric=choice.name,
         status=status,
         val=val,
         test=test,
