@@ -238,10 +238,10 @@ def _fake_clock(monkeypatch) -> dict[str, float]:
 def test_node_train_seconds_exclude_evaluation(offline_paths, monkeypatch):
     """Each metric call advances a fake clock by 1000 s: `seconds` sees it, train_seconds not."""
     offset = _fake_clock(monkeypatch)
-    real_resolve = node_trainer.resolve_metric
+    real_metric = node_trainer.node_metric
 
-    def slow_resolve(name):
-        metric = real_resolve(name)
+    def slow_metric(choice):
+        metric = real_metric(choice)
 
         def slow(scores, labels):
             offset["s"] += 1000.0
@@ -249,7 +249,7 @@ def test_node_train_seconds_exclude_evaluation(offline_paths, monkeypatch):
 
         return slow
 
-    monkeypatch.setattr(node_trainer, "resolve_metric", slow_resolve)
+    monkeypatch.setattr(node_trainer, "node_metric", slow_metric)
     params = dataclasses.replace(PARAMS, epochs=12)
     result = train_node_run(_spec(params=params), resolve_dataset(CSBM), offline_paths, CPU)
     assert result.seconds >= 3 * 12 * 1000
