@@ -250,6 +250,8 @@ class EpochStats:
     lr: float
     sign_flips: int  # HAM-targeted weights whose sign changed since the previous epoch
     mean_abs_weight: float  # mean |w| over the HAM-targeted weights
+    # training time spent so far in the run (s), evaluation excluded; NaN: not measured (old runs)
+    train_seconds: float = math.nan
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_report_factory import cell_results, write_results
 
-from hamgraph import plots
+from hamgraph.report import figures as plots
 from hamgraph.report import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"

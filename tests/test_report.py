@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from test_report_factory import VERSION, cell_results, run_result, write_results
 
-from hamgraph import plots
+from hamgraph.report import figures as plots
 from hamgraph.cells import select_best, summarize
 from hamgraph.cli import main as cli_main
 from hamgraph.errors import UnknownNameError, UserInputError

@@ -213,7 +213,7 @@ def write_report(
         atomic_write_text(target / name, text)
         written.append(target / name)
 
-    from hamgraph.plots import write_figures
+    from hamgraph.report.figures import write_figures
 
     figures = write_figures(tables, target / "figures")
     written += [target / f for f in figures] + [target / f.with_suffix(".pdf") for f in figures]
