@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list every registered dataset")
     datasets.add_argument("names", nargs="*", help="only these datasets")
 
-    report = sub.add_parser("report", help="tables (CSV / LaTeX / Markdown), plots, report.html")
+    report = sub.add_parser(
+        "report", help="tables (CSV / LaTeX / Markdown), verdict, figures, report.html"
+    )
     report.add_argument("paths", nargs="+", type=Path, help="result or sweep output dirs")
     report.add_argument(
         "--format", default="csv,latex,md,html",
@@ -90,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         "CSV in the same format",
     )
 
+    report.add_argument(
+        "--verdict", action="store_true",
+        help="add the verdict across workloads: every HAM / nHAM setting against its baseline "
+        "(win/tie/loss, Wilcoxon, bootstrap CIs, P(improvement), ranks, tuning budget, "
+        "time-to-target); needs >= 3 comparable workloads",
+    )
+    report.add_argument(
+        "--figures", choices=("none", "png", "all"), default="png",
+        help="none: tables only (fast) | png: PNG figures for report.html (default) | all: PNG "
+        "and PDF",
+    )
     sweep = sub.add_parser("sweep", help="Optuna sweep over HAM's alpha and beta (resumable)")
     sweep.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
     sweep.add_argument("--storage", help="Optuna RDB URL or journal:PATH (default: under --out)")
@@ -135,7 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
         report = write_report(
-            args.paths, formats=formats, out=args.out, metric=args.metric, compare=args.compare
+            args.paths, formats=formats, out=args.out, metric=args.metric, compare=args.compare,
+            verdict=args.verdict, figures=args.figures,
         )
         compared = f", beside {report.compare_source}" if report.compare_source else ""
         print(

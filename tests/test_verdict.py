@@ -300,8 +300,9 @@ def test_report_writes_verdict_files(known_dir: Path, tmp_path: Path) -> None:
     if engine is None:
         pytest.skip("no TeX engine on PATH")
     doc = tmp_path / "doc.tex"
+    tex_input = (out / "verdict.tex").as_posix()
     doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                   f"\\input{{{(out / 'verdict.tex').as_posix()}}}\n\\end{{document}}\n")  # fmt: skip
+                   f"\\input{{{tex_input}}}\n\\end{{document}}\n")  # fmt: skip
     proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
