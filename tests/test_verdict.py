@@ -306,3 +306,61 @@ def test_report_writes_verdict_files(known_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_verdict_figures_drawn_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--figures png: the verdict's figures beside the tables' (PNG only); a second report
+    with unchanged inputs draws nothing again."""
+    pytest.importorskip("matplotlib")
+    from hamgraph.report import figures as figure_module
+
+    every = figure_module.figure_jobs
+    keep = ("verdict_", "budget_cora_gcn", "wallclock_cora_gcn", "curves_cora_gcn")
+
+    def fewer(*args, **kwargs):  # the tables' figures have their own tests: draw fewer here
+        jobs = every(*args, **kwargs)
+        assert {"heatmap_cora_gcn", "budget_citeseer_gcn"} <= {j.stem for j in jobs}
+        return [j for j in jobs if j.stem.startswith(keep)]
+
+    monkeypatch.setattr(figure_module, "figure_jobs", fewer)
+    results = []
+    for dataset, model in WORKLOADS[:3]:
+        results += cell_results(dataset, model, "adam", [0.70, 0.71, 0.69], [0.70, 0.71, 0.69])
+        for alpha, score in ((10, 0.65), (200, 0.75)):
+            results += cell_results(dataset, model, "ham", [score, score + 0.01, score - 0.01],
+                                    [score] * 3, alpha, 0.1)  # fmt: skip
+    root = write_results(tmp_path / "r", results)  # histories with train_seconds
+    outcome = write_report([root], ["html"], verdict=True, figures="png", processes=1)
+    figures = root / "report" / "figures"
+    stems = {p.stem for p in figures.glob("*.png")}
+    assert stems == {"verdict_intervals", "verdict_cd", "verdict_profile", "budget_cora_gcn",
+                     "wallclock_cora_gcn", "curves_cora_gcn"}  # fmt: skip
+    assert not list(figures.glob("*.pdf"))
+    assert {p.stem for p in outcome.figures} == stems
+    assert outcome.verdict is not None and outcome.verdict.rows[0].time_workloads == 3
+    page = (root / "report" / "report.html").read_text()
+    assert 'src="figures/verdict_cd.png"' in page and "Verdict across workloads" in page
+    before = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
+    write_report([root], ["html"], verdict=True, figures="png", processes=1)
+    assert {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")} == before
+
+
+def test_cli_verdict_as_in_the_docs(known_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The commands of docs/reports.md, on the known result set."""
+    commands = [
+        "hamgraph report results/verdict-csbm --verdict",
+        "hamgraph report results/verdict-csbm --verdict --figures none",
+        "hamgraph report results/verdict-csbm --verdict --figures all --format csv,latex",
+    ]
+    for i, command in enumerate(commands):
+        argv = command.split()[1:]
+        argv[1] = str(known_dir)
+        out = tmp_path / f"out{i}"
+        assert cli_main([*argv, "--out", str(out)]) == 0
+        assert (out / "verdict.csv").is_file()
+    assert (tmp_path / "out0" / "report.html").is_file()
+    assert not (tmp_path / "out1" / "figures").exists()
+    assert list((tmp_path / "out2" / "figures").glob("verdict_cd.pdf"))
+    assert not (tmp_path / "out2" / "report.html").exists()
+    assert "verdict.tex" in capsys.readouterr().out

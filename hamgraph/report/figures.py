@@ -79,7 +79,8 @@ def _save(fig: Any, fig_dir: Path, stem: str, kinds: Sequence[str] = ("png", "pd
     """Write <stem>.<kind> atomically per kind; return the PNG path relative to the report."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fmt in kinds:
-        kwargs: dict[str, Any] = {"format": fmt, "bbox_inches": "tight"}
+        # every figure uses the constrained layout: no bbox_inches="tight" (a second full draw)
+        kwargs: dict[str, Any] = {"format": fmt}
         if fmt == "png":
             kwargs["dpi"] = 120
         else:
