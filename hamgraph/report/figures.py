@@ -1,12 +1,17 @@
-"""Figures of `hamgraph report`: alpha x beta heatmaps, training curves, HAM diagnostics, and
-ours vs published.
+"""Figures of `hamgraph report`: alpha x beta heatmaps, training curves, HAM diagnostics, ours
+vs published, and the verdict's figures. They draw what `report.rows` and `report.verdict`
+return; nothing here computes a statistic.
 
 matplotlib is optional (`pip install hamgraph[plots]`); it is imported lazily and only through
 its object-oriented API (`matplotlib.figure.Figure`, Agg canvas), so the process-wide pyplot
 backend is never touched. Without matplotlib the report is written without figures and a
 warning says how to get them.
 
-Every figure is written twice, as PNG (linked from report.html) and PDF (for papers):
+Every figure is written as PNG (linked from report.html) and, with `--figures all`, as PDF (for
+papers). Each figure is a `FigureJob` (a module-level builder and its picklable inputs): jobs
+whose inputs, kinds and drawing code are unchanged since the last report into the same dir
+(digests in `figures/.inputs.json`) are not drawn again; the others are drawn in worker
+processes when there are MIN_PARALLEL or more.
 
 - `heatmap_<dataset>_<model>[_<setting>]`: mean validation and test metric (×100) over the
   (alpha, beta) cells of HAM and nHAM with one HAM setting (default, or e.g.
@@ -19,12 +24,18 @@ Every figure is written twice, as PNG (linked from report.html) and PDF (for pap
   (the paper's diagnostics), Adam vs HAM vs nHAM.
 - `compare_<dataset>` (with `--compare`): ours vs published per method, mean ± std error bars,
   for the methods that have a published value.
+- with the verdict: `verdict_intervals` (mean / IQM normalized improvement and P(improvement)
+  with their CIs), `verdict_cd` (critical-difference diagram of mean ranks),
+  `verdict_profile` (performance profile), `budget_<dataset>_<model>` (expected best
+  validation and its test against configurations tried), `wallclock_<dataset>_<model>`
+  (validation against training time, the time-to-target target dashed).
 
 Histories are read through the result store (`ResultStore.load`), like everything else.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -273,8 +284,16 @@ class FigureJob:
     stamp: tuple = ()
 
     def digest(self, kinds: Sequence[str]) -> str:
-        payload = pickle.dumps((self.build.__name__, self.args, self.stamp, tuple(kinds)))
+        payload = pickle.dumps(
+            (self.build.__name__, self.args, self.stamp, tuple(kinds), _code_digest())
+        )
         return hashlib.sha256(payload).hexdigest()
+
+
+@functools.cache
+def _code_digest() -> str:
+    """This module's source: a figure drawn by other drawing code is drawn again."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _draw(job: FigureJob, fig_dir: Path, kinds: Sequence[str]) -> bool:
@@ -465,6 +484,7 @@ def _intervals_figure(rows: Sequence[SettingVerdict], resamples: int) -> Any:
         ax.set_xlabel(label, fontsize=9)
         ax.grid(alpha=0.3, axis="x")
     axes[0].set_yticks(ys, [f"{r.setting} vs {r.baseline}" for r in rows], fontsize=8)
+    axes[0].set_ylim(-0.6, len(rows) - 0.4)
     fig.suptitle(f"Interval estimates across workloads (95% stratified bootstrap, {resamples} "
                  "resamples)", fontsize=10)  # fmt: skip
     return fig
@@ -535,8 +555,11 @@ def _budget_figure(curves: Sequence[BudgetCurve], title: str) -> Any:
         for ax, values in zip(axes, (c.expected_val, c.expected_test), strict=True):
             ax.plot(c.k, values, marker="o", markersize=3, label=f"{c.method} (N={len(c.k)})",
                     color=f"C{i % 10}")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
     for ax, label in zip(axes, ("expected best validation (x100)",
                                 "expected test of that choice (x100)"), strict=True):  # fmt: skip
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("configurations tried (k)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

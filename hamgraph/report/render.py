@@ -609,13 +609,17 @@ def verdict_legend(verdict: Verdict) -> str:
 
 def verdict_notes(verdict: Verdict) -> list[str]:
     """Notes under the verdict table (unicode): what stands behind each row, ranks, edges."""
-    notes = [
-        f"{r.setting}: {r.workloads} workloads, {r.runs_setting} vs {r.runs_baseline} runs, "
-        f"{r.configs_setting} vs {r.configs_baseline} configurations; wall-clock on "
-        f"{r.workloads - r.time_unmeasured} workloads (runs never reaching the target: "
-        f"{r.run_misses})"
-        for r in verdict.rows
-    ]
+    notes = []
+    for r in verdict.rows:
+        timed = r.workloads - r.time_unmeasured
+        clock = (
+            f"time-to-target on {timed} workloads (runs never reaching the target: "
+            f"{r.run_misses})" if timed else "no time-to-target (no train_seconds)"
+        )  # fmt: skip
+        notes.append(
+            f"{r.setting}: {r.workloads} workloads, {r.runs_setting} vs {r.runs_baseline} runs, "
+            f"{r.configs_setting} vs {r.configs_baseline} configurations; {clock}"
+        )
     rk = verdict.ranking
     if rk is not None:
         ranks = ", ".join(f"{m} {v:.2f}" for m, v in zip(rk.methods, rk.mean_ranks, strict=True))
