@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from hamgraph.errors import UnknownNameError
+from hamgraph.model_names import MODEL_DISPLAY
 from hamgraph.models.classic import CLASSIC_MODELS, ClassicGNN
 from hamgraph.specs import NodeParams
 
@@ -18,7 +19,6 @@ MODEL_TASK: dict[str, Literal["node", "graph"]] = {
     "sage": "node",
     "gcnplus": "graph",
 }
-MODEL_DISPLAY: dict[str, str] = {"gcn": "GCN", "gat": "GAT", "sage": "SAGE", "gcnplus": "GCN+"}
 
 
 def resolve_model(name: str, task: str) -> str:

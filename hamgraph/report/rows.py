@@ -42,7 +42,7 @@ import pandas as pd
 from hamgraph.cells import CELL_COLUMNS, best_per_group, optimizer_of_row, summarize
 from hamgraph.data.registry import DATASETS, describe_split, resolve_dataset
 from hamgraph.errors import UnknownNameError
-from hamgraph.models import MODEL_DISPLAY
+from hamgraph.model_names import MODEL_DISPLAY
 from hamgraph.specs import PROTOCOL_BASE, HamSettings, OptimizerSpec
 
 ShownMetric = Literal["test", "val"]
