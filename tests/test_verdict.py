@@ -226,27 +226,26 @@ def test_old_histories_without_train_seconds_are_noted(tmp_path: Path) -> None:
     assert any("without train_seconds" in n for n in verdict.notes)
 
 
-def test_honest_edges_are_listed(tmp_path: Path) -> None:
-    results = _known_results()
+def test_honest_edges_are_listed(known_dir: Path, tmp_path: Path) -> None:
     # a workload with 2 runs per side, a setting without a baseline, a failed run, unequal counts
-    results += cell_results("texas", "gcn", "adam", [0.5, 0.6], [0.5, 0.6])
+    results = cell_results("texas", "gcn", "adam", [0.5, 0.6], [0.5, 0.6])
     results += cell_results("texas", "gcn", "ham", [0.5, 0.6], [0.5, 0.6], 200, 0.1)
     results += cell_results("wisconsin", "gcn", "ham", [0.5] * 3, [0.5] * 3, 200, 0.1)
     results.append(run_result("cornell", "gcn", "adam", 9, 0, 0, status="failed", reason="nan"))
     results += cell_results("cornell", "gcn", "adam", [0.5] * 4, [0.5] * 4)
     results += cell_results("cornell", "gcn", "ham", [0.6] * 3, [0.6] * 3, 200, 0.1)
-    verdict = build_verdict(load_runs([write_results(tmp_path / "r", results, False)]),
-                            resamples=100)  # fmt: skip
+    edges = write_results(tmp_path / "edges", results, False)
+    verdict = build_verdict(load_runs([known_dir, edges]), resamples=100)
     notes = "\n".join(verdict.notes)
     assert "texas / gcn, ham: 2 vs 2 ok runs" in notes
     assert "wisconsin / gcn, ham: no baseline" in notes
     assert "1 failed runs" in notes
     assert "cornell / gcn, adam: no configuration without failed runs" in notes
     assert _row(verdict, BETTER).workloads == 8  # the edges are left out, the rest stands
-    unequal = [r for r in _known_results() if not (r.spec.dataset == "cora" and r.spec.run == 4
-                                                   and r.spec.ham is None)]  # fmt: skip
-    verdict = build_verdict(load_runs([write_results(tmp_path / "u", unequal, False)]),
-                            resamples=100)  # fmt: skip
+    runs = load_runs([known_dir])
+    dropped = (runs["dataset"] == "cora") & (runs["model"] == "gcn") & (runs["run"] == 4)
+    dropped &= runs["optimizer"] == "adam"
+    verdict = build_verdict(runs[~dropped], resamples=100)
     assert "cora / gcn, ham: unequal run counts, 5 vs 4" in "\n".join(verdict.notes)
 
 
