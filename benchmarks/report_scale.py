@@ -134,7 +134,8 @@ def main() -> None:
                 print(f"  {runs} runs, figures={figures}, verdict={verdict}: {total:.1f} s",
                       flush=True)  # fmt: skip
     names = ("read", "tables", "verdict", "render", "figures")
-    print("\n| runs | --figures | --verdict | " + " | ".join(names) + " | figures | total (s) |")
+    print("\n| runs | --figures | --verdict | " + " | ".join(f"{n} (s)" for n in names)
+          + " | figure files | total (s) |")  # fmt: skip
     print("|---:|---|---|" + "---:|" * (len(names) + 2))
     for runs, figures, verdict, stages, drawn, total in rows:
         cells = [f"{stages[n]:.2f}" if n in stages else "–" for n in names]

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 MAX_GRID_SIDE = 15  # more distinct alphas or betas than this: scatter instead of a grid
 COLORS = {"adam": "tab:gray", "ham": "tab:blue", "nham": "tab:red"}
 HISTORY_COLUMNS = ("epoch", "loss", "val", "sign_flips", "mean_abs_weight")
+PNG_DPI = 100  # report.html size; the PDFs (--figures all) are vector graphics
 MIN_PARALLEL = 8  # fewer figures to draw: in this process (a pool's start costs more)
 CACHE_NAME = ".inputs.json"  # stem -> digest of the inputs of the figure last drawn there
 
@@ -93,7 +94,7 @@ def _save(fig: Any, fig_dir: Path, stem: str, kinds: Sequence[str] = ("png", "pd
         # every figure uses the constrained layout: no bbox_inches="tight" (a second full draw)
         kwargs: dict[str, Any] = {"format": fmt}
         if fmt == "png":
-            kwargs["dpi"] = 120
+            kwargs["dpi"] = PNG_DPI
         else:
             kwargs["metadata"] = {"CreationDate": None}  # reproducible bytes
         with atomic_path(fig_dir / f"{stem}.{fmt}") as tmp:
