@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from hamgraph.atomic import atomic_write_text
-from hamgraph.cells import setting_columns
+from hamgraph.cells import CELL_COLUMNS, setting_columns
 from hamgraph.errors import UserInputError
 from hamgraph.report.render import (
     render_csv,
@@ -190,6 +190,13 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
             frame.loc[dup, "key"].iloc[0],
         )
         frame = frame.loc[~dup]
+    extra = [c for c in setting_columns(list(frame.columns)) if c not in CELL_COLUMNS]
+    if extra and frame[extra].nunique(dropna=False).max() > 1:
+        log.warning(
+            "report: runs differ in settings beyond the cell columns (%s): the main tables group "
+            "runs by the cell columns only; --verdict tells these configurations apart",
+            ", ".join(extra),
+        )
     return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
 
 
