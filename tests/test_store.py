@@ -59,7 +59,8 @@ def test_add_writes_record_history_and_row(tmp_path: Path) -> None:
     assert (store.root / "records" / f"{key}.json").is_file()
     history = pd.read_csv(store.root / "history" / f"{key}.csv")
     assert list(history.columns) == [
-        "epoch", "loss", "train", "val", "test", "lr", "sign_flips", "mean_abs_weight"
+        "epoch", "loss", "train", "val", "test", "lr", "sign_flips", "mean_abs_weight",
+        "train_seconds",
     ]
     assert len(history) == 3
 

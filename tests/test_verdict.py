@@ -329,7 +329,7 @@ def test_verdict_figures_drawn_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             results += cell_results(dataset, model, "ham", [score, score + 0.01, score - 0.01],
                                     [score] * 3, alpha, 0.1)  # fmt: skip
     root = write_results(tmp_path / "r", results)  # histories with train_seconds
-    outcome = write_report([root], ["html"], verdict=True, figures="png", processes=1)
+    outcome = write_report([root], ["html"], verdict=True, figures="png", processes=2)  # a pool
     figures = root / "report" / "figures"
     stems = {p.stem for p in figures.glob("*.png")}
     assert stems == {"verdict_intervals", "verdict_cd", "verdict_profile", "budget_cora_gcn",
