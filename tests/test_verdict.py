@@ -292,6 +292,7 @@ def test_report_writes_verdict_files(known_dir: Path, tmp_path: Path) -> None:
     assert (out / "verdict_budget.csv").is_file() and (out / "verdict_ranks.csv").is_file()
     tex = (out / "verdict.tex").read_text()
     assert r"\toprule" in tex and "8/0/0" in tex
+    assert r"Friedman $\chi$$^2$ = " in tex and r"($\alpha$ = 0.05)" in tex
     page = (out / "report.html").read_text()
     assert "Verdict" in page and "8/0/0" in page
     assert "8/0/0" in (out / "verdict.md").read_text()

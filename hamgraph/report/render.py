@@ -270,6 +270,7 @@ _LATEX_SPECIAL = {
 _LATEX_SYMBOLS = {
     "±": r"$\pm$", "–": "--", "Δ": r"$\Delta$", "≈": r"$\approx$", "≠": r"$\neq$",
     "×": r"$\times$", "†": r"$^{\dagger}$", "≥": r"$\geq$", "≤": r"$\leq$",
+    "χ": r"$\chi$", "²": r"$^2$", "α": r"$\alpha$",
 }  # fmt: skip
 
 
