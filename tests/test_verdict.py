@@ -301,11 +301,13 @@ def test_report_writes_verdict_files(known_dir: Path, tmp_path: Path) -> None:
         pytest.skip("no TeX engine on PATH")
     doc = tmp_path / "doc.tex"
     tex_input = (out / "verdict.tex").as_posix()
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n"
+                   "\\begin{document}\n"
                    f"\\input{{{tex_input}}}\n\\end{{document}}\n")  # fmt: skip
     proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Overfull \\hbox" not in (tmp_path / "doc.log").read_text()  # fits the page
 
 
 def test_verdict_figures_drawn_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -671,12 +671,14 @@ def render_verdict(verdict: Verdict, formats: Sequence[str]) -> dict[str, str]:
     if "latex" in formats:
         body = "\\\\\n".join(latex_escape(n) for n in notes)
         out["verdict.tex"] = (
-            "% hamgraph report: verdict across workloads. Needs \\usepackage{booktabs}.\n"
-            "\\begin{table}[t]\n\\centering\n\\scriptsize\n\\setlength{\\tabcolsep}{3pt}\n"
+            "% hamgraph report: verdict across workloads. Needs \\usepackage{booktabs} and\n"
+            "% \\usepackage{graphicx} (the table is scaled to the text width).\n"
+            "\\begin{table*}[t]\n\\centering\n\\setlength{\\tabcolsep}{3pt}\n"
+            "\\resizebox{\\textwidth}{!}{%\n"
             + _latex_tabular(grid)
-            + "\\caption{Does the optimizer help? Verdict across workloads}\n"
+            + "}\n\\caption{Does the optimizer help? Verdict across workloads}\n"
             "\\label{tab:hamgraph-verdict}\n\\par\\smallskip\n{\\footnotesize "
-            + body + "\\par}\n\\end{table}\n"
+            + body + "\\par}\n\\end{table*}\n"
         )  # fmt: skip
     if "md" in formats:
         out["verdict.md"] = (
