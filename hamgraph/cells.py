@@ -36,6 +36,14 @@ CELL_COLUMNS: tuple[str, ...] = (
 SEARCHED_COLUMNS: tuple[str, ...] = ("alpha", "beta", "params")
 # Shown after "label" in every summary: the params that differ from the protocol's preset.
 SETTINGS = "settings"
+# runs.csv columns that are not settings: the run's place in the protocol, its outcome and
+# provenance. Every other column (the cell columns, and any a newer hamgraph or a plug-in adds,
+# e.g. a searched lr) tells configurations apart: see `setting_columns`.
+NON_SETTING_COLUMNS: frozenset[str] = frozenset({
+    "key", "run", "seed", "metric", "val", "test", "best_epoch", "epochs", "seconds", "status",
+    "reason", "hamgraph_version", "device", "history",
+    "plugin_sources",  # provenance of a plug-in's code: a change marks runs stale, same cell
+})
 # The summary columns after the cell columns and the label (metrics x100, sample std).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "metric", "n", "failed", "val_mean", "val_std", "test_mean", "test_std",
@@ -54,6 +62,23 @@ def cell_key(row: pd.Series | dict) -> tuple:
         else:
             out.append(None if value is None or pd.isna(value) else value)
     return tuple(out)
+
+
+def setting_columns(columns: Sequence[str]) -> list[str]:
+    """The columns of a runs table that identify a configuration, in table order:
+    `CELL_COLUMNS` first, then every other column that is not in `NON_SETTING_COLUMNS` and
+    does not start with "_" (columns added by readers, e.g. the report's `_root`). Rows that
+    agree on all of them are runs of one configuration and differ only in run / seed.
+
+    Known limit: an unknown column is taken for a setting; an outcome column added by a newer
+    hamgraph must be listed in NON_SETTING_COLUMNS, or it would split configurations per run.
+    """
+    present = set(columns)
+    extra = [
+        c for c in columns
+        if c not in CELL_COLUMNS and c not in NON_SETTING_COLUMNS and not str(c).startswith("_")
+    ]  # fmt: skip
+    return [c for c in CELL_COLUMNS if c in present] + extra
 
 
 def optimizer_of_row(row: pd.Series | dict) -> OptimizerSpec:

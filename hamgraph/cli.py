@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the built-in models and installed model plug-ins")
 
-    report = sub.add_parser("report", help="tables (CSV / LaTeX / Markdown), plots, report.html")
+    report = sub.add_parser(
+        "report", help="tables (CSV / LaTeX / Markdown), verdict, figures, report.html"
+    )
     report.add_argument("paths", nargs="+", type=Path, help="result or sweep output dirs")
     report.add_argument(
         "--format", default="csv,latex,md,html",
@@ -94,6 +96,17 @@ def _parser() -> argparse.ArgumentParser:
         "--compare", metavar="SOURCE",
         help="put published results beside ours: a shipped source (ham-paper) or the path of a "
         "CSV in the same format",
+    )
+    report.add_argument(
+        "--verdict", action="store_true",
+        help="add the verdict across workloads: every HAM / nHAM setting against its baseline "
+        "(win/tie/loss, Wilcoxon, bootstrap CIs, P(improvement), ranks, tuning budget, "
+        "time-to-target); needs >= 3 comparable workloads",
+    )
+    report.add_argument(
+        "--figures", choices=("none", "png", "all"), default="png",
+        help="none: tables only (fast) | png: PNG figures for report.html (default) | all: PNG "
+        "and PDF",
     )
 
     check = sub.add_parser(
@@ -170,7 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
         report = write_report(
-            args.paths, formats=formats, out=args.out, metric=args.metric, compare=args.compare
+            args.paths, formats=formats, out=args.out, metric=args.metric, compare=args.compare,
+            verdict=args.verdict, figures=args.figures,
         )
         compared = f", beside {report.compare_source}" if report.compare_source else ""
         print(

@@ -159,7 +159,9 @@ def _to_json(value: Any) -> Any:
 
 
 def _float(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+    # math.nan itself, not a new NaN: a loaded EpochStats with an unmeasured field (NaN) then
+    # compares equal to the one that was stored (tuples compare items by identity first)
+    return math.nan if value is None else float(value)
 
 
 def params_json(spec: RunSpec) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_report_factory import cell_results, write_results
 
-from hamgraph import plots
+from hamgraph.report import figures as plots
 from hamgraph.report import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +36,7 @@ def _rows() -> list:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_results(tmp_path_factory.mktemp("plots") / "res", _rows())
-    write_report([root], ["csv", "html"], None)
+    write_report([root], ["csv", "html"], None, figures="all")
     return root / "report"
 
 
@@ -52,7 +52,8 @@ def test_figures_written_as_png_and_pdf(report: Path) -> None:
         png = (figures / f"{stem}.png").read_bytes()
         assert png.startswith(PNG) and len(png) > 1000
         assert (figures / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert not list(figures.glob(".*"))  # no temp files left
+    # no temp files left; the figure cache is the only hidden file
+    assert [p.name for p in figures.glob(".*")] == [plots.CACHE_NAME]
 
 
 def test_report_html_links_every_figure(report: Path) -> None:

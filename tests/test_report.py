@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from test_report_factory import VERSION, cell_results, run_result, write_results
 
-from hamgraph import plots
 from hamgraph.cells import select_best, summarize
 from hamgraph.cli import main as cli_main
 from hamgraph.errors import UnknownNameError, UserInputError
 from hamgraph.report import MIN_PAIRS, ReportOutcome, write_report
+from hamgraph.report import figures as plots
 from hamgraph.store import ResultStore
 
 cell_rows = cell_results
@@ -479,7 +479,7 @@ def _compare_rows() -> list:
 
 def test_compare_side_by_side(tmp_path: Path) -> None:
     root = write_results(tmp_path / "x", _compare_rows())
-    assert cli_main(["report", str(root), "--compare", "ham-paper"]) == 0
+    assert cli_main(["report", str(root), "--compare", "ham-paper", "--figures", "all"]) == 0
     report = root / "report"
     main = _main(report)
     adam, ham = _row(main, "cora", "GCN"), _row(main, "cora", "GCN+HAM")

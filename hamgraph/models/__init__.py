@@ -12,6 +12,7 @@ from typing import Any, Literal
 from torch import nn
 
 from hamgraph.errors import UnknownNameError
+from hamgraph.model_names import MODEL_DISPLAY
 from hamgraph.models.classic import CLASSIC_MODELS, ClassicGNN
 from hamgraph.specs import GraphParams, NodeParams, PluginRef
 
@@ -21,7 +22,6 @@ MODEL_TASK: dict[str, Literal["node", "graph"]] = {
     "sage": "node",
     "gcnplus": "graph",
 }
-MODEL_DISPLAY: dict[str, str] = {"gcn": "GCN", "gat": "GAT", "sage": "SAGE", "gcnplus": "GCN+"}
 
 
 def resolve_model(name: str, task: str) -> str:

@@ -1,14 +1,17 @@
-"""`hamgraph report`: result dirs -> paper tables (CSV / LaTeX / Markdown / HTML) and figures.
+"""`hamgraph report`: result dirs -> paper tables (CSV / LaTeX / Markdown / HTML), the verdict
+across workloads, and figures.
 
     result dirs ──ResultStore(dir).frame()──► runs ──rows.build_tables──► ReportTables
-        ──render.render_{csv,latex,markdown,html}──► files      ──plots──► figures/
+        ──render.render_{csv,latex,markdown,html}──► files
+    runs (+ histories through the store) ──verdict.build_verdict──► Verdict ──render_verdict──►
+    ReportTables, Verdict ──figures.write_figures──► figures/
 
 - Input: one or more result dirs of `hamgraph run` / `hamgraph sweep`, read only through
-  `hamgraph.store.ResultStore` (runs.csv columns `RUN_COLUMNS`; histories from the records).
-  Several dirs are concatenated; a run key that appears twice is kept once (an ok row wins over
-  a failed one, then the later input). Two keys with the same cell, run and seed (runs that
-  differ in other hyperparameters: lr, epochs, ...) are not told apart by the tables: one is
-  kept and a warning says so.
+  `hamgraph.store.ResultStore` (runs.csv columns `RUN_COLUMNS` and any further column, kept;
+  histories from the records). Several dirs are concatenated; a run key that appears twice is
+  kept once (an ok row wins over a failed one, then the later input). Two keys with the same
+  settings (`cells.setting_columns`: the cell columns and any further settings column), run
+  and seed are not told apart: one is kept and a warning says so.
 - Tables (`rows`): one row per model x optimizer setting, the (alpha, beta) picked by
   `hamgraph.cells.best_per_group` (the one best rule), headers from the dataset registry only.
   `metric="test"` shows the test metric at the best-validation epoch, `"val"` the best
@@ -16,8 +19,11 @@
   in the same format, `hamgraph.compare.load_published`) puts the published values, the
   difference and a within-noise mark beside every value, and the published best (alpha, beta)
   beside ours.
+- Verdict (`verdict=True`, `report.verdict`): every HAM / nHAM setting against its baseline
+  across workloads; refuses (UserInputError) with fewer than 3 comparable workloads.
 - Files in `out` (default `<first path>/report/`): main.{csv,tex,md}, best_params.{csv,tex,md},
-  report.html (per `formats`), figures/*.{png,pdf} (with matplotlib).
+  verdict.{csv,tex,md} and verdict_{workloads,ranks,budget}.csv (with the verdict),
+  report.html (per `formats`), figures/*.png (and *.pdf with `figures="all"`; matplotlib).
 
 Nothing is written when the input is bad: everything is read and checked before the first
 write. Known limit: stale figures of an earlier report in the same dir are left in place
@@ -28,17 +34,25 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from hamgraph.atomic import atomic_write_text
-from hamgraph.cells import CELL_COLUMNS
+from hamgraph.cells import CELL_COLUMNS, setting_columns
 from hamgraph.errors import UserInputError
-from hamgraph.report.render import render_csv, render_html, render_latex, render_markdown
+from hamgraph.report.render import (
+    render_csv,
+    render_html,
+    render_latex,
+    render_markdown,
+    render_verdict,
+)
 from hamgraph.report.rows import METRICS, MIN_PAIRS, ReportTables, ShownMetric, build_tables
+from hamgraph.report.verdict import Verdict
 from hamgraph.store import RUN_COLUMNS, ResultStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +63,7 @@ __all__ = [
     "ReportOutcome",
     "ReportTables",
     "build_tables",
+    "check_figures",
     "check_formats",
     "load_runs",
     "write_report",
@@ -56,6 +71,10 @@ __all__ = [
 
 VALID_FORMATS = ("csv", "latex", "md", "html")
 DEFAULT_FORMATS = VALID_FORMATS
+# --figures: none (tables alone, seconds on any store) | png (report.html's figures) | all (PNG
+# and PDF for papers). The default draws PNGs: report.html shows them; PDFs on request.
+FIGURE_CHOICES = ("none", "png", "all")
+DEFAULT_FIGURES = "png"
 STATUSES = ("ok", "failed")
 RENDERERS = {"csv": render_csv, "latex": render_latex, "md": render_markdown}
 
@@ -66,7 +85,7 @@ class ReportOutcome:
 
     out: Path
     written: tuple[Path, ...]  # every file written, in order
-    figures: tuple[Path, ...]  # PNGs relative to `out` (each has a PDF beside it)
+    figures: tuple[Path, ...]  # PNGs relative to `out` (with a PDF beside each: --figures all)
     runs: int
     ok: int
     failed: int
@@ -74,6 +93,8 @@ class ReportOutcome:
     metric: ShownMetric
     compare_source: str | None
     notes: tuple[str, ...] = ()  # e.g. runs left out because their records were damaged
+    verdict: Verdict | None = None  # with --verdict
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: read, tables, ...
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -112,7 +133,9 @@ def _read_one(root: Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise UserInputError(f"report: {path}: no runs (header only)")
-    frame = frame[RUN_COLUMNS].copy()
+    # columns other than RUN_COLUMNS (a newer hamgraph's or a plug-in's settings) are kept:
+    # `cells.setting_columns` tells configurations apart by them
+    frame = frame[[*RUN_COLUMNS, *(c for c in frame.columns if c not in RUN_COLUMNS)]].copy()
     bad = frame.loc[~frame["status"].isin(STATUSES), "status"]
     if not bad.empty:
         raise UserInputError(
@@ -159,7 +182,7 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
     frame["_order"] = range(len(frame))
     frame["_ok"] = frame["status"] == "ok"
     frame = frame.sort_values(["_ok", "_order"]).drop_duplicates("key", keep="last")
-    same = [*CELL_COLUMNS, "run", "seed"]
+    same = [*setting_columns(list(frame.columns)), "run", "seed"]
     dup = frame.duplicated(same, keep="last")
     if dup.any():
         log.warning(
@@ -169,6 +192,13 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
             frame.loc[dup, "key"].iloc[0],
         )
         frame = frame.loc[~dup]
+    extra = [c for c in setting_columns(list(frame.columns)) if c not in CELL_COLUMNS]
+    if extra and frame[extra].nunique(dropna=False).max() > 1:
+        log.warning(
+            "report: runs differ in settings beyond the cell columns (%s): the main tables group "
+            "runs by the cell columns only; --verdict tells these configurations apart",
+            ", ".join(extra),
+        )
     return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
 
 
@@ -210,20 +240,51 @@ def _resolve_out(paths: Sequence[Path], out: Path | None) -> Path:
     return target
 
 
+def check_figures(figures: str) -> str:
+    """Normalize `--figures`; an unknown value is a UserInputError listing the valid ones."""
+    value = str(figures).strip().lower()
+    if value not in FIGURE_CHOICES:
+        raise UserInputError(
+            f"report: unknown --figures {figures!r}; valid: {', '.join(FIGURE_CHOICES)}"
+        )
+    return value
+
+
+def _histories(runs: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The per-epoch histories of some runs, through the store (missing ones are left out)."""
+    from hamgraph.report.figures import history_frame
+
+    root_of = dict(zip(runs["key"], runs["_root"], strict=True))
+    out = {}
+    for key in keys:
+        frame = history_frame(root_of[key], key)
+        if frame is not None:
+            out[key] = frame
+    return out
+
+
 def write_report(
     paths: Sequence[Path],
     formats: Sequence[str] = DEFAULT_FORMATS,
     out: Path | None = None,
     metric: str = "test",
     compare: str | Path | None = None,
+    verdict: bool = False,
+    figures: str = DEFAULT_FIGURES,
+    processes: int | None = None,
 ) -> ReportOutcome:
-    """Read result dirs, write the tables (per `formats`), the figures and report.html.
+    """Read result dirs, write the tables (per `formats`), the verdict (when `verdict`), the
+    figures (per `figures`: none | png | all = PNG and PDF) and report.html.
 
-    `metric`: "test" | "val" (what the main tables show). `compare`: a published source (a
-    shipped name, e.g. "ham-paper", or a CSV path) to put beside our values, or None.
-    Raises UserInputError / UnknownNameError on bad input, before anything is written.
+    `metric`: "test" | "val" (what the main tables and the verdict compare). `compare`: a
+    published source (a shipped name, e.g. "ham-paper", or a CSV path) to put beside our
+    values, or None. `processes`: figure worker processes (None: one per CPU, at most 8).
+    Raises UserInputError / UnknownNameError on bad input (the verdict: fewer than 3
+    comparable workloads), before anything is written.
     """
+    clock = _Clock()
     wanted = check_formats(formats)
+    figures = check_figures(figures)
     if metric not in METRICS:
         raise UserInputError(f"report: unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
     paths = [Path(p) for p in paths]
@@ -234,34 +295,54 @@ def write_report(
 
         published = load_published(compare)
     target = _resolve_out(paths, out)
+    clock.lap("read")
     tables = build_tables(runs, metric=metric, published=published)  # type: ignore[arg-type]
     notes = damage_notes(paths)
     for note in notes:
         log.warning("report: %s", note)
+    clock.lap("tables")
+    judged = None
+    if verdict:
+        from hamgraph.report.verdict import build_sides, build_verdict, history_keys
+
+        sides = build_sides(runs, metric)
+        histories = _histories(runs, history_keys(sides))
+        judged = build_verdict(runs, histories, metric=metric, sides=sides)
+        clock.lap("verdict")
     rendered: dict[str, str] = {}
     for fmt in wanted:
         if fmt in RENDERERS:
             rendered.update(RENDERERS[fmt](tables))
+    if judged is not None:
+        rendered.update(render_verdict(judged, wanted))
 
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, text in rendered.items():
         atomic_write_text(target / name, _with_notes(name, text, notes))
         written.append(target / name)
+    clock.lap("render")
 
-    from hamgraph.plots import write_figures
+    drawn: list[Path] = []
+    if figures != "none":
+        from hamgraph.report.figures import write_figures
 
-    figures = write_figures(tables, target / "figures")
-    written += [target / f for f in figures] + [target / f.with_suffix(".pdf") for f in figures]
+        kinds = ("png",) if figures == "png" else ("png", "pdf")
+        drawn = write_figures(tables, target / "figures", verdict=judged, kinds=kinds,
+                              processes=processes)  # fmt: skip
+        for f in drawn:
+            written += [target / f.with_suffix(f".{k}") for k in kinds]
+        clock.lap("figures")
     if "html" in wanted:
-        for name, text in render_html(tables, figures, paths).items():
+        page = render_html(tables, drawn, paths, verdict=judged, figures_wanted=figures != "none")
+        for name, text in page.items():
             atomic_write_text(target / name, _with_notes(name, text, notes))
             written.append(target / name)
     ok = int((runs["status"] == "ok").sum())
     return ReportOutcome(
         out=target,
         written=tuple(written),
-        figures=tuple(figures),
+        figures=tuple(drawn),
         runs=len(runs),
         ok=ok,
         failed=len(runs) - ok,
@@ -269,4 +350,19 @@ def write_report(
         metric=metric,  # type: ignore[arg-type]
         compare_source=tables.compare_source,
         notes=tuple(notes),
+        verdict=judged,
+        seconds=clock.laps,
     )
+
+
+class _Clock:
+    """Seconds per stage of a report (benchmarks/report_scale.py prints them)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now

@@ -2,7 +2,8 @@
 
 `render_csv` (main.csv, best_params.csv: long / tidy, unrounded), `render_latex` (main.tex,
 best_params.tex: booktabs tables), `render_markdown` (main.md, best_params.md) and
-`render_html` (report.html: the tables and the figures). The three display formats draw the
+`render_html` (report.html: the tables, the verdict and the figures), `render_verdict`
+(verdict.csv and its long tables, verdict.tex, verdict.md). The three display formats draw the
 same `Grid` (headers, rows, cells with bold / underline / marks); only the markup differs.
 """
 
@@ -28,6 +29,7 @@ from hamgraph.report.rows import (
     ReportTables,
     fmt_param,
 )
+from hamgraph.report.verdict import MIN_RUNS, Verdict
 
 # ---------------------------------------------------------------------------------------------
 # the grid every display format draws
@@ -273,6 +275,7 @@ _LATEX_SPECIAL = {
 _LATEX_SYMBOLS = {
     "±": r"$\pm$", "–": "--", "Δ": r"$\Delta$", "≈": r"$\approx$", "≠": r"$\neq$",
     "×": r"$\times$", "†": r"$^{\dagger}$", "≥": r"$\geq$", "≤": r"$\leq$",
+    "χ": r"$\chi$", "²": r"$^2$", "α": r"$\alpha$",
 }  # fmt: skip
 
 
@@ -477,10 +480,14 @@ def _html_table(grid: Grid, css_id: str) -> str:
 
 
 def render_html(
-    tables: ReportTables, figures: Sequence[Path] = (), inputs: Sequence[Path] = ()
+    tables: ReportTables,
+    figures: Sequence[Path] = (),
+    inputs: Sequence[Path] = (),
+    verdict: Verdict | None = None,
+    figures_wanted: bool = True,
 ) -> dict[str, str]:
-    """report.html: the main tables, best (alpha, beta), and the figures (PNG paths relative
-    to the report dir)."""
+    """report.html: the main tables, best (alpha, beta), the verdict (when given), and the
+    figures (PNG paths relative to the report dir)."""
     compared = tables.compare_source is not None
     parts = [
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>hamgraph report</title>",
@@ -504,6 +511,8 @@ def render_html(
     if best is not None:
         parts.append("<h2>Best (alpha, beta) by mean validation metric</h2>")
         parts.append(_html_table(best, "best-params"))
+    if verdict is not None:
+        parts.append(verdict_html(verdict))
     if figures:
         parts.append("<h2>Figures</h2>")
         for fig in figures:
@@ -512,7 +521,183 @@ def render_html(
                 f'<figure><img src="{rel}" alt="{html.escape(fig.stem)}">'
                 f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>"
             )
-    else:
+    elif figures_wanted:
         parts.append("<p class='foot'>No figures (see the log).</p>")
+    else:
+        parts.append("<p class='foot'>No figures (--figures none).</p>")
     parts.append("</body></html>\n")
     return {"report.html": "\n".join(parts)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the verdict (`report.verdict`): one row per setting
+
+VERDICT_CSV_COLUMNS = [
+    "setting", "baseline", "workloads", "runs_setting", "runs_baseline", "configs_setting",
+    "configs_baseline", "wins", "ties", "losses", "wilcoxon_p", "mean_improvement",
+    "mean_ci_low", "mean_ci_high", "iqm_improvement", "iqm_ci_low", "iqm_ci_high",
+    "p_improvement", "p_ci_low", "p_ci_high", "mean_rank", "equal_k", "equal_k_delta",
+    "equal_k_wins", "speedup", "time_workloads", "time_misses", "time_unmeasured", "run_misses",
+]  # fmt: skip
+VERDICT_HEADERS = (
+    "vs", "Workloads", "W/T/L", "Wilcoxon p", "Mean impr. % [95% CI]", "IQM impr. % [95% CI]",
+    "P(impr.) [95% CI]", "Mean rank", "Equal-k Δ (k)", "Speedup (misses)",
+)  # fmt: skip
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return MISSING if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _p_text(p: float) -> str:
+    if not math.isfinite(p):
+        return MISSING
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci_text(point: float, ci: tuple[float, float], digits: int = 2, sign: bool = True) -> str:
+    if not math.isfinite(point):
+        return MISSING
+    fmt = f"+.{digits}f" if sign else f".{digits}f"
+    return f"{point:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def verdict_grid(verdict: Verdict) -> Grid:
+    """The verdict table every display format draws."""
+    rows = []
+    for r in verdict.rows:
+        speed = MISSING
+        if math.isfinite(r.speedup) or r.time_misses:
+            speed = (f"{r.speedup:.2f}×" if math.isfinite(r.speedup) else MISSING) + (
+                f" ({r.time_misses} missed)" if r.time_misses else ""
+            )
+        rows.append((r.setting, (
+            GridCell(r.baseline),
+            GridCell(str(r.workloads)),
+            GridCell(f"{r.wins}/{r.ties}/{r.losses}"),
+            GridCell(_p_text(r.wilcoxon_p), bold=r.wilcoxon_p < SIGNIFICANCE_LEVEL),
+            GridCell(_ci_text(r.mean_improvement, r.mean_ci),
+                     bold=r.mean_ci[0] > 0 or r.mean_ci[1] < 0),
+            GridCell(_ci_text(r.iqm_improvement, r.iqm_ci)),
+            GridCell(_ci_text(r.p_improvement, r.p_ci, sign=False),
+                     bold=r.p_ci[0] > 0.5 or r.p_ci[1] < 0.5),
+            GridCell(_num(r.mean_rank)),
+            GridCell(f"{r.equal_k_delta:+.2f} ({r.equal_k})"),
+            GridCell(speed),
+        )))  # fmt: skip
+    return Grid(corner="Setting", groups=(), columns=VERDICT_HEADERS, rows=tuple(rows))
+
+
+def verdict_legend(verdict: Verdict) -> str:
+    what = "test metric at the best-validation epoch" if verdict.metric == "test" else (
+        "best validation metric")  # fmt: skip
+    return (
+        f"Each HAM / nHAM setting against the baseline of the same model and base optimizer "
+        f"(vs), over the workloads (dataset × model) where both have >= {MIN_RUNS} ok runs; "
+        f"score = {what}, ×100, of the configuration the cells rule picks. W/T/L: workloads "
+        f"where the per-workload two-sided test (paired t over (run, seed), Welch's t when fewer "
+        f"than {MIN_PAIRS} runs pair) rejects at {SIGNIFICANCE_LEVEL:g} in favour of / does not "
+        "reject / rejects against the setting. Wilcoxon p: signed-rank test of the per-workload "
+        "differences of means. Mean / IQM impr.: normalized improvement 100 (setting - "
+        "baseline) / baseline, its mean and interquartile mean over workloads, with a 95% "
+        f"stratified-bootstrap CI ({verdict.resamples} resamples of the runs within each "
+        "workload). P(impr.): probability that a run of the setting beats a run of the baseline "
+        "(ties count half), averaged over workloads, same bootstrap. Mean rank: over the "
+        "workloads that have every method (1 = best). Equal-k Δ: expected test score of the "
+        "setting minus the baseline's when each is tuned with the same number k of "
+        "configurations (Dodge et al.'s expected maximum, unbiased form). Speedup: geometric "
+        "mean over workloads of the baseline's time-to-target / the setting's, training time "
+        "only; target = the baseline's median best validation; missed = workloads where fewer "
+        f"than half of the setting's runs reach it. Bold: significant at {SIGNIFICANCE_LEVEL:g} "
+        f"or a CI that excludes no effect. {MISSING}: not available."
+    )
+
+
+def verdict_notes(verdict: Verdict) -> list[str]:
+    """Notes under the verdict table (unicode): what stands behind each row, ranks, edges."""
+    notes = []
+    for r in verdict.rows:
+        timed = r.workloads - r.time_unmeasured
+        clock = (
+            f"time-to-target on {timed} workloads (runs never reaching the target: "
+            f"{r.run_misses})" if timed else "no time-to-target (no train_seconds)"
+        )  # fmt: skip
+        notes.append(
+            f"{r.setting}: {r.workloads} workloads, {r.runs_setting} vs {r.runs_baseline} runs, "
+            f"{r.configs_setting} vs {r.configs_baseline} configurations; {clock}"
+        )
+    rk = verdict.ranking
+    if rk is not None:
+        ranks = ", ".join(f"{m} {v:.2f}" for m, v in zip(rk.methods, rk.mean_ranks, strict=True))
+        notes.append(
+            f"Mean ranks over {len(rk.workloads)} workloads: {ranks}; Friedman χ² = "
+            f"{rk.friedman_chi2:.2f}, p = {_p_text(rk.friedman_p)}; Nemenyi critical difference "
+            f"(α = 0.05) = {rk.cd:.2f}"
+        )
+    notes += list(verdict.notes)
+    return notes
+
+
+def render_verdict(verdict: Verdict, formats: Sequence[str]) -> dict[str, str]:
+    """verdict.csv, verdict_workloads.csv, verdict_ranks.csv, verdict_budget.csv (csv),
+    verdict.tex (latex), verdict.md (md)."""
+    out: dict[str, str] = {}
+    if "csv" in formats:
+        records = []
+        for r in verdict.rows:
+            record = {c: getattr(r, c) for c in VERDICT_CSV_COLUMNS if hasattr(r, c)}
+            record.update(mean_ci_low=r.mean_ci[0], mean_ci_high=r.mean_ci[1],
+                          iqm_ci_low=r.iqm_ci[0], iqm_ci_high=r.iqm_ci[1],
+                          p_ci_low=r.p_ci[0], p_ci_high=r.p_ci[1])  # fmt: skip
+            records.append(record)
+        out["verdict.csv"] = pd.DataFrame(records, columns=VERDICT_CSV_COLUMNS).to_csv(index=False)
+        out["verdict_workloads.csv"] = pd.DataFrame(
+            [vars(p) for p in verdict.pairs]
+        ).to_csv(index=False)
+        rk = verdict.ranking
+        ranks = pd.DataFrame(
+            {"method": list(rk.methods), "mean_rank": list(rk.mean_ranks),
+             "workloads": len(rk.workloads), "friedman_chi2": rk.friedman_chi2,
+             "friedman_p": rk.friedman_p, "cd": rk.cd}
+            if rk is not None else {"method": []}
+        )  # fmt: skip
+        out["verdict_ranks.csv"] = ranks.to_csv(index=False)
+        out["verdict_budget.csv"] = pd.DataFrame(
+            [
+                {"dataset": b.dataset, "model": b.model, "method": b.method, "k": k,
+                 "expected_val": v, "expected_test": t}
+                for b in verdict.budgets
+                for k, v, t in zip(b.k, b.expected_val, b.expected_test, strict=True)
+            ],
+            columns=["dataset", "model", "method", "k", "expected_val", "expected_test"],
+        ).to_csv(index=False)  # fmt: skip
+    grid = verdict_grid(verdict)
+    notes = [verdict_legend(verdict), *verdict_notes(verdict)]
+    if "latex" in formats:
+        body = "\\\\\n".join(latex_escape(n) for n in notes)
+        out["verdict.tex"] = (
+            "% hamgraph report: verdict across workloads. Needs \\usepackage{booktabs} and\n"
+            "% \\usepackage{graphicx} (the table is scaled to the text width).\n"
+            "\\begin{table*}[t]\n\\centering\n\\setlength{\\tabcolsep}{3pt}\n"
+            "\\resizebox{\\textwidth}{!}{%\n"
+            + _latex_tabular(grid)
+            + "}\n\\caption{Does the optimizer help? Verdict across workloads}\n"
+            "\\label{tab:hamgraph-verdict}\n\\par\\smallskip\n{\\footnotesize "
+            + body + "\\par}\n\\end{table*}\n"
+        )  # fmt: skip
+    if "md" in formats:
+        out["verdict.md"] = (
+            "# Verdict across workloads\n\n" + _md_table(grid) + "\n"
+            + "\n".join(f"- {_md_escape(n)}" for n in notes) + "\n"
+        )  # fmt: skip
+    return out
+
+
+def verdict_html(verdict: Verdict) -> str:
+    """The verdict section of report.html."""
+    return (
+        "<h2>Verdict across workloads</h2>\n" + _html_table(verdict_grid(verdict), "verdict")
+        + "<ul class='notes'>"
+        + "".join(f"<li>{html.escape(n)}</li>" for n in verdict_notes(verdict))
+        + f"</ul><p class='foot'>{html.escape(verdict_legend(verdict))}</p>"
+    )  # fmt: skip

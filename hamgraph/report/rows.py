@@ -50,7 +50,7 @@ from hamgraph.cells import (
 )
 from hamgraph.data.registry import DATASETS, describe_split, resolve_dataset
 from hamgraph.errors import UnknownNameError
-from hamgraph.models import MODEL_DISPLAY
+from hamgraph.model_names import MODEL_DISPLAY
 from hamgraph.specs import PROTOCOL_BASE, HamSettings, OptimizerSpec
 
 ShownMetric = Literal["test", "val"]
