@@ -2,8 +2,9 @@
 
 A cell = dataset x model x optimizer identity (base optimizer and its options, HAM settings
 or none) x params (runs.csv's `params`: lr, dropout, hidden, epochs, ..., so two sweep
-trials with different lr are two cells). A cell's runs differ only in `run` / `seed`. The
-end-of-run summary, the sweep's trials and `best.csv`, and the report's tables and
+trials with different lr are two cells) x plug-in options (runs.csv's `plugin_options`: a
+sweep's `model.hidden` keeps the readable model name). A cell's runs differ only in `run` /
+`seed`. The end-of-run summary, the sweep's trials and `best.csv`, and the report's tables and
 `best_params` all group runs by `CELL_COLUMNS` of `runs.csv` and pick the best cell with
 `select_best`:
 
