@@ -125,12 +125,18 @@ def cell_settings(row: pd.Series | dict) -> dict[str, object]:
     if not isinstance(text, str) or not text:
         return {}
     params = json.loads(text)
+    plugins = row.get("plugin_options", "")
+    plugins = json.loads(plugins) if isinstance(plugins, str) and plugins else {}
     try:
         from hamgraph.data.registry import resolve_dataset
-        from hamgraph.presets import default_params
+        from hamgraph.presets import PLUGIN_GRAPH_PRESET, PLUGIN_PRESET, default_params
 
-        preset = dataclasses.asdict(default_params(resolve_dataset(row["dataset"]),
-                                                   row["model"]))
+        if "dataset" in plugins:  # a user's dataset: the one plug-in preset of its task
+            graph = plugins["dataset"].get("task") == "graph"
+            preset = dataclasses.asdict(PLUGIN_GRAPH_PRESET if graph else PLUGIN_PRESET)
+        else:  # a user's model on a built-in dataset: gcn's row (as `grid.specs_for`)
+            preset = dataclasses.asdict(default_params(resolve_dataset(row["dataset"]),
+                                                       row["model"], "model" in plugins))
     except (KeyError, ValueError, LookupError, UserInputError):
         preset = {}
     return {k: v for k, v in sorted(params.items()) if k not in preset or preset[k] != v}

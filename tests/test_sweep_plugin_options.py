@@ -153,8 +153,11 @@ def test_grid_over_model_hidden_and_lr(tmp_path: Path, lab: Path) -> None:
     # best.csv and the report say which hidden won
     (row,) = pd.read_csv(out / "best.csv", keep_default_na=False).to_dict("records")
     won = next(t for t in trials if t.number == int(row["trial"]))
-    hidden = dict(won.user_attrs["settings"])["model.hidden"]
-    assert f"model.hidden={hidden}" in row["settings"] and row["trials"] == 4
+    hidden, lr = (dict(won.user_attrs["settings"])[n] for n in ("model.hidden", "lr"))
+    # the searched values first, then the params that differ from the preset (gcn's row on a
+    # built-in dataset, as for every user's model)
+    assert row["settings"] == f"model.hidden={hidden}, lr={lr:g}, epochs=3"
+    assert row["trials"] == 4
     assert json.loads(row["plugin_options"])["model"]["options"] == {"hidden": hidden}
 
     from hamgraph.report import write_report
@@ -162,7 +165,9 @@ def test_grid_over_model_hidden_and_lr(tmp_path: Path, lab: Path) -> None:
     write_report([out], formats=["csv"], out=tmp_path / "report")
     main_csv = pd.read_csv(tmp_path / "report" / "main.csv", keep_default_na=False)
     (shown,) = main_csv.to_dict("records")  # one row: the four cells are one method, searched
-    assert shown["cells_searched"] == 4 and f"model.hidden={hidden}" in shown["settings"]
+    differ = {"epochs": 3, "model.hidden": hidden, **({} if lr == 0.01 else {"lr": lr})}
+    assert shown["cells_searched"] == 4
+    assert shown["settings"] == ", ".join(f"{k}={v:g}" for k, v in sorted(differ.items()))
     assert shown["val_mean"] == pytest.approx(row["val_mean"])
 
     # a rerun trains nothing new
