@@ -37,6 +37,11 @@ class RingNet(nn.Module):
         return self.scale * self.conv2(F.relu(self.conv1(x, edge_index)), edge_index)
 
 
+class PlainNet(RingNet):
+    def __init__(self, in_channels, out_channels, hidden=8):
+        super().__init__(in_channels, out_channels, hidden)
+
+
 def ring(nodes=60, classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(nodes) % classes
@@ -97,6 +102,13 @@ BAD = {
     "also-in-overrides": ("search.space.model.hidden", "hidden is also set in overrides",
                           {"extra": "overrides: {hidden: 16}\n",
                            "search": "  kind: grid\n  space: {model.hidden: [4]}\n"}),
+    "one-model-lacks-it": ("search.space.model.scale", "model 'sweeplab.PlainNet' does not "
+                           "take these options",
+                           {"models": f"[{MODEL}, {{_target_: sweeplab.PlainNet}}]",
+                            "search": "  kind: grid\n  space: {model.scale: [2.0]}\n"}),
+    "also-searched-as-field": ("search.space.model.hidden", "hidden is also set in search.space",
+                               {"search": "  kind: tpe\n  space: {model.hidden: [4, 8], "
+                                          "hidden: [16, 32]}\n"}),
     "also-in-options": ("search.space.model.hidden", "also given in the options of model",
                         {"models": "[{_target_: sweeplab.RingNet, hidden: 8}]",
                          "search": "  kind: grid\n  space: {model.hidden: [4]}\n"}),
@@ -241,3 +253,23 @@ def test_documented_plugin_option_sweep(tmp_path: Path, monkeypatch: pytest.Monk
     for spec in searched:
         assert isinstance(spec.model_plugin.kwargs["skip"], bool)
         assert spec.params.hidden in (8, 16, 24, 32)
+
+
+def test_model_option_applies_to_every_plugin_model(tmp_path: Path, lab: Path) -> None:
+    """Two plug-in models that both take `hidden`: each study's cells set it on its own model,
+    under the model's own readable name."""
+    path = _sweep(tmp_path, "  kind: grid\n  space: {model.hidden: [4, 8]}\n",
+                  models=f"[{MODEL}, {{_target_: sweeplab.PlainNet}}]")
+    sweep = sw.load_sweep(path)
+    assert sweep.targets() == [(TINY, "RingNet"), (TINY, "PlainNet")]
+    for dataset, model in sweep.targets():
+        keys = set()
+        for cell in sweep.search.cells():
+            (spec,) = sweep.specs(dataset, model, cell)
+            assert spec.model == model
+            assert spec.model_plugin.target == f"sweeplab.{model}"
+            assert spec.model_plugin.kwargs == {"hidden": dict(cell.settings)["model.hidden"]}
+            keys.add(spec.key())
+        assert [dict(c.settings) for c in sweep.search.cells()] == [{"model.hidden": 4},
+                                                                     {"model.hidden": 8}]
+        assert len(keys) == 2
