@@ -2,8 +2,9 @@
 
 A cell = dataset x model x optimizer identity (base optimizer and its options, HAM settings
 or none) x params (runs.csv's `params`: lr, dropout, hidden, epochs, ..., so two sweep
-trials with different lr are two cells). A cell's runs differ only in `run` / `seed`. The
-end-of-run summary, the sweep's trials and `best.csv`, and the report's tables and
+trials with different lr are two cells) x plug-in options (runs.csv's `plugin_options`: a
+sweep's `model.hidden` keeps the readable model name). A cell's runs differ only in `run` /
+`seed`. The end-of-run summary, the sweep's trials and `best.csv`, and the report's tables and
 `best_params` all group runs by `CELL_COLUMNS` of `runs.csv` and pick the best cell with
 `select_best`:
 
@@ -28,12 +29,15 @@ from hamgraph.errors import UserInputError
 from hamgraph.specs import PROTOCOL_BASE, HamSettings, OptimizerSpec, normalize_options
 
 # The runs.csv columns that identify a cell, in table order.
+# `plugin_options`: the options of a user's dataset / model / metric ("" for built-ins), so
+# the cells of a sweep over `model.hidden` (one readable model name) stay apart.
 CELL_COLUMNS: tuple[str, ...] = (
     "dataset", "model", "optimizer", "base", "base_options",
-    "alpha", "beta", "clamp", "mask_beta", "sign_source", "params",
+    "alpha", "beta", "clamp", "mask_beta", "sign_source", "params", "plugin_options",
 )
-# The cell columns a search varies (HAM's step and the params): a method is a cell without them.
-SEARCHED_COLUMNS: tuple[str, ...] = ("alpha", "beta", "params")
+# The cell columns a search varies (HAM's step, the params, a plug-in's options): a method is
+# a cell without them.
+SEARCHED_COLUMNS: tuple[str, ...] = ("alpha", "beta", "params", "plugin_options")
 # Shown after "label" in every summary: the params that differ from the protocol's preset.
 SETTINGS = "settings"
 # runs.csv columns that are not settings: the run's place in the protocol, its outcome and
@@ -121,15 +125,53 @@ def cell_settings(row: pd.Series | dict) -> dict[str, object]:
     if not isinstance(text, str) or not text:
         return {}
     params = json.loads(text)
+    plugins = row.get("plugin_options", "")
+    plugins = json.loads(plugins) if isinstance(plugins, str) and plugins else {}
     try:
         from hamgraph.data.registry import resolve_dataset
-        from hamgraph.presets import default_params
+        from hamgraph.presets import PLUGIN_GRAPH_PRESET, PLUGIN_PRESET, default_params
 
-        preset = dataclasses.asdict(default_params(resolve_dataset(row["dataset"]),
-                                                   row["model"]))
+        if "dataset" in plugins:  # a user's dataset: the one plug-in preset of its task
+            graph = plugins["dataset"].get("task") == "graph"
+            preset = dataclasses.asdict(PLUGIN_GRAPH_PRESET if graph else PLUGIN_PRESET)
+        else:  # a user's model on a built-in dataset: gcn's row (as `grid.specs_for`)
+            preset = dataclasses.asdict(default_params(resolve_dataset(row["dataset"]),
+                                                       row["model"], "model" in plugins))
     except (KeyError, ValueError, LookupError, UserInputError):
         preset = {}
     return {k: v for k, v in sorted(params.items()) if k not in preset or preset[k] != v}
+
+
+def _plugin_option_values(text: object) -> dict[str, object]:
+    """runs.csv's `plugin_options` -> {"model.hidden": 32, "dataset.nodes": 60, ...}."""
+    if not isinstance(text, str) or not text:
+        return {}
+    out: dict[str, object] = {}
+    for kind, entry in json.loads(text).items():
+        for option, value in (entry.get("options") or {}).items():
+            out[f"{kind}.{option}"] = value
+    return out
+
+
+def varying_plugin_options(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """For each distinct `plugin_options` text of `frame`: the plug-in options (as
+    `model.<option>`) whose values differ among the cells of the same dataset x model, e.g.
+    a sweep over `model.hidden`; {} where a dataset x model has one option set (a grid gives
+    each option set its own readable name)."""
+    out: dict[str, dict[str, object]] = {}
+    if "plugin_options" not in frame.columns:
+        return out
+    for _, group in frame.groupby(["dataset", "model"], sort=False, dropna=False):
+        texts = [t for t in dict.fromkeys(group["plugin_options"]) if isinstance(t, str)]
+        if len(texts) < 2:
+            continue
+        values = {t: _plugin_option_values(t) for t in texts}
+        names = {n for v in values.values() for n in v}
+        varying = {n for n in names if len({json.dumps(v.get(n), sort_keys=True)
+                                            for v in values.values()}) > 1}
+        for text, given in values.items():
+            out[text] = {n: given[n] for n in sorted(varying) if n in given}
+    return out
 
 
 def settings_text(settings: dict[str, object]) -> str:
@@ -162,6 +204,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         frame["params"] = ""
     if "higher_is_better" not in frame.columns:  # frames of older runs.csv files
         frame["higher_is_better"] = "true"
+    if "plugin_options" not in frame.columns:  # frames of runs.csv files before plug-ins
+        frame["plugin_options"] = ""
     ok = frame["status"] == "ok"
     frame["n"] = ok.astype(int)
     frame["failed"] = (~ok).astype(int)
@@ -183,7 +227,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     table["label"] = [
         cell_label(row, _params_kind(row["dataset"], graph_plugins)) for _, row in table.iterrows()
     ]
-    table[SETTINGS] = [settings_text(cell_settings(row)) for _, row in table.iterrows()]
+    varying = varying_plugin_options(frame)
+    table[SETTINGS] = [
+        settings_text(dict(sorted({**cell_settings(row),
+                                   **varying.get(row["plugin_options"], {})}.items())))
+        for _, row in table.iterrows()
+    ]
     return table[columns]
 
 

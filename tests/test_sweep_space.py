@@ -43,7 +43,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 BAD = {
     "unknown-name": ("search.space", "unknown setting 'dropuot'; valid: alpha, beta, clamp",
                      "  kind: grid\n  space: {dropuot: [0.1]}\n"),
-    "plugin-option": ("search.space", "not supported in a search space yet",
+    "plugin-option": ("search.space.model.width", "model 'gcn' is built into hamgraph and has "
+                      "no options to search",
                       "  kind: grid\n  space: {model.width: [1, 2]}\n"),
     "dropout-range": ("search.space.dropout", "must be in [0, 1), got 1.5",
                       "  kind: tpe\n  space: {dropout: {range: [0.1, 1.5]}}\n"),

@@ -25,8 +25,17 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from hamgraph.config import BaseChoice, Choice, StrictModel, parse_model, read_yaml
 from hamgraph.errors import ConfigError, UserInputError
-from hamgraph.specs import OptimizerSpec, RunSpec, normalize_options
-from hamgraph.sweep.settings import Recipe, apply_setting, check_setting
+from hamgraph.plugins import with_options
+from hamgraph.specs import OptimizerSpec, PluginRef, RunSpec, normalize_options
+from hamgraph.sweep.settings import (
+    PARAM_FIELDS,
+    Recipe,
+    apply_setting,
+    check_plugin_setting,
+    check_setting,
+    plugin_option,
+    setting_kind,
+)
 from hamgraph.sweep.spaces import BASELINE, Cell, Role, SearchSpace, Space
 
 # Bumped when the meaning of a trial's value changes, so a resumed sweep never mixes two
@@ -107,8 +116,19 @@ class Sweep(StrictModel):
 
             info = resolve_dataset_choice(info)
         recipe = self.recipe(cell)
+        choice = self._models.get(model, model)
+        if recipe.dataset_options:  # a searched `dataset.<option>`: the plug-in, re-checked
+            from hamgraph.data.plugin import plugin_info
+
+            info = plugin_info(info.name, with_options(_plugin_of(info, "dataset", dataset),
+                                                       **recipe.dataset_options))
+        if recipe.model_options:  # a searched `model.<option>`: same readable name
+            from hamgraph.models import ModelChoice
+
+            ref = _plugin_of(choice, "model", model)
+            choice = ModelChoice(choice.name, with_options(ref, **recipe.model_options))
         return specs_for(
-            info, self._models.get(model, model), recipe.ham, overrides=recipe.overrides,
+            info, choice, recipe.ham, overrides=recipe.overrides,
             runs=self.runs, seed=self.seed, base=recipe.base,
             base_options=recipe.base_options or None, metric=dataset_metric(info, self.metric),
         )
@@ -123,6 +143,14 @@ class Sweep(StrictModel):
         """The identity of the user plug-ins of a target ({} for built-ins)."""
         spec = self.specs(dataset, model, Cell(None))[0]
         return {kind: ref.identity() for kind, ref in spec.plugins.items()}
+
+
+def _plugin_of(choice: Any, kind: str, name: str) -> PluginRef:
+    """The PluginRef of a resolved model / dataset choice; UserInputError for a built-in."""
+    ref = getattr(choice, "plugin", None)
+    if ref is None:
+        raise UserInputError(f"{kind} {name!r} is built into hamgraph: it has no options")
+    return ref
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
@@ -183,14 +211,20 @@ def _check_names(sweep: Sweep, path: Path) -> None:
             raise ConfigError(f"{path}: {key}: {exc.problem}") from None
         except UserInputError as exc:
             raise ConfigError(f"{path}: {dataset} x {model}: {exc}") from None
-        _check_space(sweep, path, specs[0])
+        _check_space(sweep, path, specs[0], dataset, model)
 
 
-def _check_space(sweep: Sweep, path: Path, spec: RunSpec) -> None:
+def _check_space(sweep: Sweep, path: Path, spec: RunSpec, dataset: str, model: str) -> None:
     """Every searched value (a choice, a range's ends) is valid for the setting it sets, by the
-    grid's own checks; a name the sweep also sets elsewhere is searched in one place only."""
+    grid's own checks (for a plug-in's option: the plug-in loader's checks); a name the sweep
+    also sets elsewhere is searched in one place only."""
     where = f"{spec.dataset} x {spec.model}"
     for name, dim in sweep.search.space.items():
+        kind = setting_kind(name)
+        if kind in ("model", "dataset"):
+            _check_plugin_dim(sweep, path, spec, name, dim.values(),
+                              dataset if kind == "dataset" else model, where)
+            continue
         if name in sweep.param_overrides():
             raise ConfigError(f"{path}: search.space.{name}: also set in overrides; keep one")
         if name.startswith("base.") and sweep.base is not None and (
@@ -213,6 +247,29 @@ def _check_space(sweep: Sweep, path: Path, spec: RunSpec) -> None:
             if param_type(name, kind) is not float:
                 raise ConfigError(f"{path}: search.space.{name}: a range needs a number "
                                   f"setting, {name} is not ({where})")
+
+
+def _check_plugin_dim(sweep: Sweep, path: Path, spec: RunSpec, name: str, values: list[Any],
+                      what: str, where: str) -> None:
+    """A searched `model.<option>` / `dataset.<option>`: the target's model (dataset) is a
+    plug-in that takes the option, with every value (both ends of a range)."""
+    kind = setting_kind(name)
+    option = plugin_option(name)
+    if kind == "model" and option in PARAM_FIELDS:
+        for place, given in (("overrides", sweep.param_overrides()),
+                             ("search.space", sweep.search.space)):
+            if option in given:
+                raise ConfigError(
+                    f"{path}: search.space.{name}: {option} is also set in {place} (a params "
+                    f"field, which the model's option {option} overrides); keep one")
+    choice = (sweep._models if kind == "model" else sweep._datasets).get(what)
+    task = "graph" if type(spec.params).__name__ == "GraphParams" else "node"
+    for value in values:
+        try:
+            check_plugin_setting(name, value, what=what, ref=getattr(choice, "plugin", None),
+                                 params=spec.params, task=task)
+        except UserInputError as exc:
+            raise ConfigError(f"{path}: search.space.{name}: {exc} ({where})") from None
 
 
 def _space_hash(sweep: Sweep) -> str:

@@ -8,13 +8,17 @@ A name in a sweep's `search.space` is the same name a grid uses:
     lr, dropout, hidden, ...    fields of NodeParams / GraphParams: the grid's `overrides:`
     base.<option>               an option of the base optimizer (base.momentum, base.betas),
                                 as in `base: {sgd: {momentum: 0.9}}`
-    model.<option>,             options of a plug-in model / dataset: not supported yet
-    dataset.<option>
+    model.<option>,             an option of the sweep's plug-in model / dataset (its callable's
+    dataset.<option>            keyword argument, as in `{_target_: mylab.MyGNN, width: 64}`):
+                                it changes the plug-in's options, so its identity and the run
+                                key; every model (dataset) of the sweep must then be a plug-in
+                                that takes the option (`hamgraph.sweep.schema` checks it)
 
 `setting_kind` resolves a name (an unknown or ambiguous one is a UserInputError listing the
 valid names); `apply_setting` applies one value to a `Recipe` (what `grid.specs_for` takes),
 and `check_setting` validates a value with the code the grid uses for the same setting
-(`grid.apply_overrides`, `optim.factory.check_base_options`, `config.HamOptions`).
+(`grid.apply_overrides`, `optim.factory.check_base_options`, `config.HamOptions`);
+`check_plugin_setting` checks a plug-in option with the plug-in loader's own checks.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import typing
 from typing import Any, Literal
 
 from hamgraph.errors import UserInputError
-from hamgraph.specs import GraphParams, HamSettings, NodeParams
+from hamgraph.specs import GraphParams, HamSettings, NodeParams, PluginRef
 
-SettingKind = Literal["alpha_beta", "ham", "params", "base"]
+SettingKind = Literal["alpha_beta", "ham", "params", "base", "model", "dataset"]
 
 ALPHA_BETA = ("alpha", "beta")
 HAM_OPTIONS = tuple(f.name for f in dataclasses.fields(HamSettings) if f.name not in ALPHA_BETA)
@@ -38,7 +42,8 @@ PLUGIN_PREFIXES = ("model.", "dataset.")
 
 
 def valid_names() -> str:
-    return ", ".join([*ALPHA_BETA, *HAM_OPTIONS, *PARAM_FIELDS, f"{BASE_PREFIX}<option>"])
+    return ", ".join([*ALPHA_BETA, *HAM_OPTIONS, *PARAM_FIELDS, f"{BASE_PREFIX}<option>",
+                      *(f"{p}<option>" for p in PLUGIN_PREFIXES)])
 
 
 def setting_kind(name: str) -> SettingKind:
@@ -51,11 +56,9 @@ def setting_kind(name: str) -> SettingKind:
         return "params"
     if name.startswith(BASE_PREFIX) and len(name) > len(BASE_PREFIX):
         return "base"
-    if name.startswith(PLUGIN_PREFIXES):
-        raise UserInputError(
-            f"{name!r}: options of plug-in models and datasets are not supported in a search "
-            "space yet"
-        )
+    for prefix in PLUGIN_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return "model" if prefix == "model." else "dataset"
     raise UserInputError(f"unknown setting {name!r}; valid: {valid_names()}")
 
 
@@ -72,6 +75,8 @@ class Recipe:
     base: str | None  # None: the protocol's base optimizer
     base_options: dict[str, Any]
     ham: HamSettings | None  # None: the baseline (HAM settings then do not apply)
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # of a plug-in
+    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def apply_setting(recipe: Recipe, name: str, value: Any) -> Recipe:
@@ -82,6 +87,10 @@ def apply_setting(recipe: Recipe, name: str, value: Any) -> Recipe:
     if kind == "base":
         option = name[len(BASE_PREFIX):]
         return dataclasses.replace(recipe, base_options={**recipe.base_options, option: value})
+    if kind in ("model", "dataset"):
+        field = f"{kind}_options"
+        option = name.split(".", 1)[1]
+        return dataclasses.replace(recipe, **{field: {**getattr(recipe, field), option: value}})
     if recipe.ham is None:  # HAM settings leave a baseline alone
         return recipe
     return dataclasses.replace(recipe, ham=dataclasses.replace(recipe.ham, **{name: value}))
@@ -138,3 +147,53 @@ def _try_base_option(base: str, option: str, value: Any) -> None:
     except (ValueError, TypeError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{first} (got {value!r})") from None
+
+
+def plugin_option(name: str) -> str:
+    """The option a `model.<option>` / `dataset.<option>` name sets."""
+    return name.split(".", 1)[1]
+
+
+def check_plugin_setting(
+    name: str, value: Any, *, what: str, ref: PluginRef | None, params: Any, task: str
+) -> None:
+    """Raise UserInputError when a `model.<option>` / `dataset.<option>` value cannot be used:
+    the study's model / dataset (`what`, its PluginRef `ref`, None for a built-in) is built in,
+    its callable does not take the option, or it fails the plug-in loader's probe with it
+    (a model: built and run on the 3-node probe graph with the cell's `params`; a dataset:
+    called and its graph and split checked, and it must stay a `task` dataset)."""
+    from hamgraph.plugins import with_options
+
+    kind = setting_kind(name)
+    option = plugin_option(name)
+    if ref is None:
+        if kind == "model":
+            from hamgraph.models.plugin import MODEL_FIELDS
+
+            raise UserInputError(
+                f"model {what!r} is built into hamgraph and has no options to search; its "
+                f"settings are params fields, searched by their own names "
+                f"({', '.join(MODEL_FIELDS)}, lr, ...)"
+            )
+        raise UserInputError(
+            f"dataset {what!r} is built into hamgraph and has no options to search"
+        )
+    if option in ref.kwargs:
+        raise UserInputError(f"{option} is also given in the options of {kind} {what!r}; "
+                             "keep one")
+    value = list(value) if isinstance(value, tuple) else value
+    changed = with_options(ref, **{option: value})
+    if kind == "model":
+        from hamgraph.models.plugin import check_graph_model, check_node_model
+
+        if task == "graph":
+            check_graph_model(changed, params)
+        else:
+            check_node_model(changed, params)
+        return
+    from hamgraph.data.plugin import plugin_info
+
+    info = plugin_info(what, changed)
+    if info.task != task:
+        raise UserInputError(f"with {option}={value!r}, dataset {what!r} is a {info.task} "
+                             f"dataset, not a {task} one like the sweep's other values")
