@@ -187,6 +187,10 @@ def test_dataset_plugins_splits_root_and_pyg_classes(user_module: Path, tmp_path
     assert info.runs == 3 and "5 training nodes per class" in info.split_text
     split = load_node_dataset(info, paths).split_for_run(0)
     assert (len(split.train), len(split.val), len(split.test)) == (15, 10, 20)
+    short = resolve_dataset_choice({"_target_": "userlab.ring_with_masks",
+                                    "split": {"per-class": 5, "val": 10, "test": 20}})
+    assert "5 training nodes per class" in short.split_text
+    assert torch.equal(load_node_dataset(short, paths).split_for_run(0).train, split.train)
     # a `root` parameter gets a directory under the data cache, per target and options
     info = resolve_dataset_choice({"_target_": "userlab.ring_in",
                                    "split": {"kind": "random", "train": 0.5, "val": 0.2}})

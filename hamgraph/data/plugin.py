@@ -16,8 +16,8 @@ coalesced, no self loops, float32 features, labels `y` as class indices [N].
 Splits (node task), never an unstated one:
 
 - `split:` in the YAML wins: `{kind: random, train: 0.6, val: 0.2}` (the rest is test) or
-  `{kind: per-class, train: 20, val: 500, test: 1000}`, seeded with `SPLIT_SEED`, one split
-  for all runs;
+  `{kind: per-class, train: 20, val: 500, test: 1000}` (shorthand `{per-class: 20}`), seeded
+  with `SPLIT_SEED`, one split for all runs;
 - else the masks the data ships (`train_mask`, `val_mask`, `test_mask`): 1-D = one split,
   2-D [N, S] or [S, N] = S splits, run i uses split i % S;
 - else the dataset is refused when the grid loads.
@@ -175,6 +175,10 @@ def stated_split(ref: PluginRef) -> dict[str, Any] | None:
     split = ref.setting.get("split")
     if split is None:
         return None
+    if isinstance(split, dict) and "per-class" in split and "kind" not in split:
+        # the shorthand {per-class: 20} (20 training nodes per class)
+        split = {**{k: v for k, v in split.items() if k != "per-class"},
+                 "kind": "per-class", "train": split["per-class"]}
     if not isinstance(split, dict) or split.get("kind") not in SPLIT_KINDS:
         raise PluginError(
             f"split must be {{kind: random, train: 0.6, val: 0.2}} or {{kind: per-class, "
