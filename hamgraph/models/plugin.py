@@ -13,6 +13,7 @@ model's `MessagePassing` layers (`hamgraph.optim.ham_param_groups`), as for buil
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -78,31 +79,37 @@ def check_node_model(ref: PluginRef, params: NodeParams | None) -> None:
 
     Raises PluginError: unknown options, not a module, it raises, or logits not [3, 3].
     """
-    cls = load(ref)
-    check_call(cls, 2, call_kwargs(ref), f"model {ref.target!r}")
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 4, generator=generator)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     edge_index = torch.tensor([[0, 1, 1, 2, 0, 1, 2], [1, 0, 2, 1, 0, 1, 2]])
+    _probe(ref, lambda: build_plugin_node_model(ref, params, 4, 3), (x, edge_index), (3, 3),
+           "a 3-node probe graph", "[num_nodes, out_channels]")
+
+
+def _probe(ref: PluginRef, build: Callable[[], nn.Module], inputs: tuple[Tensor, ...],
+           expected: tuple[int, ...], probe: str, layout: str) -> None:
+    """Build a user's model and call it on `inputs` in eval mode (torch's global RNG left as
+    it was); PluginError when it cannot be built, raises, or returns another shape."""
+    check_call(load(ref), 2, call_kwargs(ref), f"model {ref.target!r}")
     rng_state = torch.get_rng_state()
     try:
-        model = build_plugin_node_model(ref, params, 4, 3)
+        model = build()
         model.eval()
         with torch.no_grad():
-            out = model(x, edge_index)
+            out = model(*inputs)
     except PluginError:
         raise
     except Exception as exc:
         raise PluginError(
-            f"model {ref.target!r} fails on a 3-node probe graph (in_channels=4, "
-            f"out_channels=3): {type(exc).__name__}: {exc}"
+            f"model {ref.target!r} fails on {probe} (in_channels=4, out_channels=3): "
+            f"{type(exc).__name__}: {exc}"
         ) from None
     finally:
         torch.set_rng_state(rng_state)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-    if shape != (3, 3):
+    if shape != expected:
         raise PluginError(
-            f"model {ref.target!r} returns {shape} on a 3-node probe graph with "
-            "out_channels=3; expected logits of shape (3, 3) = [num_nodes, out_channels]"
+            f"model {ref.target!r} returns {shape} on {probe} with out_channels=3; expected "
+            f"{expected} = {layout}"
         )
 
 
@@ -124,29 +131,8 @@ def build_plugin_graph_model(
 
 def check_graph_model(ref: PluginRef, params: GraphParams | None) -> None:
     """Build the model and run it on a batch of one 3-node graph (in 4, out 3): [1, 3]."""
-    cls = load(ref)
-    check_call(cls, 2, call_kwargs(ref), f"model {ref.target!r}")
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     batch = torch.zeros(3, dtype=torch.long)
-    rng_state = torch.get_rng_state()
-    try:
-        model = build_plugin_graph_model(ref, params, 4, 3)
-        model.eval()
-        with torch.no_grad():
-            out = model(x, edge_index, batch)
-    except PluginError:
-        raise
-    except Exception as exc:
-        raise PluginError(
-            f"model {ref.target!r} fails on a batch of one 3-node probe graph (in_channels=4, "
-            f"out_channels=3): {type(exc).__name__}: {exc}"
-        ) from None
-    finally:
-        torch.set_rng_state(rng_state)
-    shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-    if shape != (1, 3):
-        raise PluginError(
-            f"model {ref.target!r} returns {shape} on a batch of one 3-node probe graph with "
-            "out_channels=3; expected (1, 3) = [num_graphs, out_channels]"
-        )
+    _probe(ref, lambda: build_plugin_graph_model(ref, params, 4, 3), (x, edge_index, batch),
+           (1, 3), "a batch of one 3-node probe graph", "[num_graphs, out_channels]")
