@@ -385,7 +385,9 @@ def _train_pack(
     }
 
     def keep(result: RunResult) -> None:
-        result.provenance = provenance.collect(device, started)
+        # pack_size: a pack's runs share one clock (train_seconds is the pack's time / M), so
+        # the report compares training times only of runs timed alone
+        result.provenance = {**provenance.collect(device, started), "pack_size": str(len(specs))}
         store.add(result)
         remove_checkpoint(store.root / "checkpoints" / result.spec.key())  # a single run's
         with contextlib.suppress(OSError):

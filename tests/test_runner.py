@@ -225,3 +225,15 @@ def test_an_error_that_is_not_memory_is_not_retried(monkeypatch, tmp_path: Path,
     assert [o.kind for o in outcomes] == ["error"] * 3
     assert "ValueError: a bug" in outcomes[0].message
     assert store.finished_keys() == set()  # not stored: the next call retries them
+
+
+def test_records_say_how_many_runs_shared_their_clock(tmp_path: Path, offline_paths):
+    """A packed run's train_seconds is the pack's time / M: its record's provenance keeps the
+    pack size (the report compares training times only of runs timed alone)."""
+    specs = _cell_specs(runs=3) + _cell_specs(ham=HamSettings(alpha=10.0, beta=0.01), runs=1)
+    store = ResultStore(tmp_path / "out")
+    store.prepare()
+    runner.execute_specs(specs, store, offline_paths, torch.device("cpu"), pack=3,
+                         progress=False)
+    sizes = [store.load(spec.key()).provenance["pack_size"] for spec in specs]
+    assert sizes == ["3", "3", "3", "1"]

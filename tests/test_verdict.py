@@ -366,3 +366,25 @@ def test_cli_verdict_as_in_the_docs(known_dir: Path, tmp_path: Path,
     assert list((tmp_path / "out2" / "figures").glob("verdict_cd.pdf"))
     assert not (tmp_path / "out2" / "report.html").exists()
     assert "verdict.tex" in capsys.readouterr().out
+
+
+def test_runs_timed_in_packs_have_no_time_to_target(tmp_path: Path) -> None:
+    """A pack's runs share one clock (train_seconds = the pack's time / M, so a HAM run and its
+    Adam baseline in one pack get the same times): the report reads the pack size from the
+    records and compares training times only of runs timed alone, and says so."""
+    results = _timed_results(0.5)
+    for result in results:
+        if result.spec.ham is not None:
+            result.provenance = {**result.provenance, "pack_size": "4"}
+    root = write_results(tmp_path / "r", results)
+    outcome = write_report([root], formats=["csv"], out=tmp_path / "rep", verdict=True,
+                           figures="none")
+    row = _row(outcome.verdict, "ham")
+    assert math.isnan(row.speedup) and row.time_workloads == 0 and row.time_unmeasured == 4
+    assert any("16 runs were trained in packs" in n for n in outcome.verdict.notes)
+    assert {c.method for c in outcome.verdict.time_curves} == {"adam"}
+    # the same runs timed alone (pack_size 1, or records from before the field) are compared
+    alone = write_results(tmp_path / "alone", _timed_results(0.5))
+    outcome = write_report([alone], formats=["csv"], out=tmp_path / "rep2", verdict=True,
+                           figures="none")
+    assert _row(outcome.verdict, "ham").speedup == pytest.approx(2.0)

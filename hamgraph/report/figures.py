@@ -179,15 +179,18 @@ def _heatmap(cells: pd.DataFrame, selected: list[tuple[float, float]], title: st
 
 def history_frame(root: str, key: str) -> pd.DataFrame | None:
     """The per-epoch history of one run from its record (every EpochStats field, train_seconds
-    included); None (and a warning) when missing."""
+    included, and `pack_size`: how many runs trained together with it, 1 when alone or not
+    recorded); None (and a warning) when missing."""
     try:
-        history = ResultStore(root).load(key).history
+        result = ResultStore(root).load(key)
     except (OSError, ValueError, KeyError) as exc:
         log.warning("report: skipping history of %s in %s: %s", key, root, type(exc).__name__)
         return None
-    if not history:
+    if not result.history:
         return None
-    return pd.DataFrame([vars(e) for e in history])
+    frame = pd.DataFrame([vars(e) for e in result.history])
+    frame["pack_size"] = int(result.provenance.get("pack_size", "1") or 1)
+    return frame
 
 
 def _aggregate(cell: MainCell) -> pd.DataFrame | None:

@@ -618,12 +618,13 @@ def build_verdict(
     budget_of = {(b.dataset, b.model, b.method): b for b in budgets}
 
     rows, all_pairs = [], []
-    unmeasured_runs = 0
+    unmeasured_runs = packed_runs = 0
     for index, (method, members) in enumerate(sorted(enough.items())):
         pairs = []
         for s, b in members:
-            pair, unmeasured = _pair(s, b, metric, budget_of, histories)
+            pair, unmeasured, packed = _pair(s, b, metric, budget_of, histories)
             unmeasured_runs += unmeasured
+            packed_runs += packed
             pairs.append(pair)
         all_pairs += pairs
         boot = stratified_bootstrap(
@@ -676,12 +677,19 @@ def build_verdict(
         )
     if histories is None:
         notes.append("wall-clock: not computed (no histories read)")
-    elif unmeasured_runs:
-        notes.append(
-            f"wall-clock: {unmeasured_runs} runs without train_seconds in their history (run "
-            "by a hamgraph before the column existed, or no history): their workloads have no "
-            "time-to-target"
-        )
+    else:
+        if packed_runs:
+            notes.append(
+                f"wall-clock: {packed_runs} runs were trained in packs, whose runs share one "
+                "clock (train_seconds is the pack's time / M): their workloads have no "
+                "time-to-target; train with --pack off to compare training times"
+            )
+        if unmeasured_runs > packed_runs:
+            notes.append(
+                f"wall-clock: {unmeasured_runs - packed_runs} runs without train_seconds in "
+                "their history (run by a hamgraph before the column existed, or no history): "
+                "their workloads have no time-to-target"
+            )
     time_curves = _time_curves(sides, enough, histories)
     return Verdict(
         metric=metric,
@@ -714,8 +722,9 @@ def _pair(
     bs, bb = budget_of[(s.dataset, s.model, s.method)], budget_of[(b.dataset, b.model, b.method)]
     k = min(len(bs.k), len(bb.k))
     pick = (lambda c: c.expected_test) if metric == "test" else (lambda c: c.expected_val)
-    target, ts, tb, ms, mb, unmeasured = math.nan, math.nan, math.nan, 0, 0, 0
+    target, ts, tb, ms, mb, unmeasured, packed = math.nan, math.nan, math.nan, 0, 0, 0, 0
     if histories is not None:
+        packed = sum(_timed_in_pack(histories, key) for key in (*s.keys, *b.keys))
         target = float(np.median(b.best_vals))
         times_s = [_run_time(histories, key, target) for key in s.keys]
         times_b = [_run_time(histories, key, target) for key in b.keys]
@@ -735,14 +744,22 @@ def _pair(
         equal_k_setting=pick(bs)[k - 1], equal_k_baseline=pick(bb)[k - 1],
         target=target, time_setting=ts, time_baseline=tb, misses_setting=ms, misses_baseline=mb,
     )  # fmt: skip
-    return pair, unmeasured
+    return pair, unmeasured, packed
 
 
 def _run_time(histories: Mapping[str, pd.DataFrame], key: str, target: float) -> float:
     history = histories.get(key)
-    if history is None or history.empty:
+    if history is None or history.empty or _timed_in_pack(histories, key):
         return math.nan
     return time_to_target(history, target)
+
+
+def _timed_in_pack(histories: Mapping[str, pd.DataFrame], key: str) -> bool:
+    """Whether the run trained in a pack of several runs (its history's `pack_size`, from the
+    record's provenance): they all got the pack's time / M, so no run's own time."""
+    history = histories.get(key)
+    return history is not None and "pack_size" in history and bool(
+        (history["pack_size"] > 1).any())
 
 
 def _ranking(sides: Sequence[Side], notes: list[str]) -> tuple[Ranking | None, Profile | None]:
@@ -796,6 +813,7 @@ def _time_curves(
         frames = [histories[k] for k in side.keys if k in histories]
         frames = [
             f for f in frames if "train_seconds" in f and np.isfinite(f["train_seconds"]).all()
+            and not ("pack_size" in f and (f["pack_size"] > 1).any())
         ]
         if len(frames) != len(side.keys) or not frames:
             continue
