@@ -314,8 +314,9 @@ class _Check:
             return
         path = entry / CHECKPOINT_FILE
         problem = checkpoint_problem(path, entry.name)
-        if problem is not None:
-            self.add("damaged", path, problem, self.set_aside(path, problem))
+        if problem is not None:  # the pack's folder goes aside whole: members.json names it
+            moved = self.set_aside(entry, f"{CHECKPOINT_FILE}: {problem}")
+            self.add("damaged", path, problem, moved)
 
     def temp_files(self) -> None:
         for path in self.store.temp_files():

@@ -348,11 +348,13 @@ def _pack_checkpointer(pack: list[RunSpec], store: ResultStore) -> tuple[list[Ru
                 continue
             if [s.key() for s in specs] == list(checkpoint.members):  # else: a changed record
                 return specs, Checkpointer(
-                    checkpoint.directory, checkpoint.key, members=checkpoint.members
+                    checkpoint.directory, checkpoint.key, members=checkpoint.members,
+                    set_aside=store.set_aside,
                 )
     directory = store.pack_checkpoint_dir(keys)
     members = [spec.key() for spec in pack]
-    return pack, Checkpointer(directory, directory.name, members=members)
+    return pack, Checkpointer(directory, directory.name, members=members,
+                              set_aside=store.set_aside)
 
 
 def _train_pack(

@@ -50,6 +50,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -346,7 +347,9 @@ def checkpoint_problem(path: Path, key: str) -> str | None:
             return "empty file"
         import torch
 
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a torn pickle: torch warns before it raises
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"torch cannot load it ({first[:120]})"

@@ -4,6 +4,7 @@ that `run` completes without retraining anything that was intact."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,3 +235,44 @@ def test_pack_checkpoints_are_judged_by_their_members(tmp_path: Path) -> None:
     check_dir(out, repair=True)
     assert not check_dir(out).findings
     assert (training / "checkpoint.pt").is_file()  # the pack in training keeps its checkpoint
+
+
+def _torn_pack_checkpoint(out: Path, keys: list[str]) -> Path:
+    """A pack checkpoint cut short by a full disk: members.json fine, checkpoint.pt torn."""
+    from hamgraph.store import ResultStore
+
+    folder = ResultStore(out).pack_checkpoint_dir(keys)
+    folder.mkdir(parents=True)
+    (folder / "members.json").write_text(json.dumps({"key": folder.name, "members": keys}))
+    (folder / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
+    return folder
+
+
+def test_a_torn_pack_checkpoint_is_set_aside_whole(tmp_path: Path, capsys) -> None:
+    """check --repair movescheck --repair moves the pack's folder aside in one go (the run is clean after it), and
+    `run` sets a torn pack checkpoint aside too instead of deleting it, then trains the pack."""
+    from hamgraph.store import ResultStore
+
+    out = tmp_path / "out"
+    args = _run_args(tmp_path, out)
+    assert main(args) == 0
+    keys = sorted(p.stem for p in (out / "records").glob("*.json"))[:2]
+    for key in keys:  # killed in training, as a pack
+        (out / "records" / f"{key}.json").unlink()
+        (out / "history" / f"{key}.csv").unlink()
+    ResultStore(out).sync()
+    folder = _torn_pack_checkpoint(out, keys)
+    found = check_dir(out).findings
+    assert [(f.kind, Path(f.path).name) for f in found] == [("damaged", "checkpoint.pt")]
+    check_dir(out, repair=True)
+    assert not folder.exists() and not check_dir(out).findings
+    assert [p.name for p in (out / "damaged").rglob("pack-*")] == [folder.name]
+
+    shutil.rmtree(out / "damaged")
+    folder = _torn_pack_checkpoint(out, keys)
+    assert main([*args[:-1], "2"]) == 0  # --pack 2: the two runs form the pack again
+    assert not folder.exists()
+    (moved,) = (out / "damaged").rglob("pack-*")
+    assert sorted(p.name for p in moved.iterdir()) == ["checkpoint.pt", "members.json"]
+    assert all((out / "records" / f"{key}.json").is_file() for key in keys)
+    assert not check_dir(out).findings

@@ -25,7 +25,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ class Checkpointer:
     `interval`: seconds between saves that `due()` asks for (default: `checkpoint_interval()`).
     `members`: a pack's run keys, written to members.json so a later command can find the
     checkpoint from its runs (ResultStore.pack_checkpoints).
+    `set_aside`: called with the directory and the problem when the checkpoint cannot be read
+    (e.g. `ResultStore.set_aside`, which moves it under `damaged/`); without it such a file is
+    ignored with a warning (and overwritten by the next save).
     Known limit: two processes training the same key into one directory overwrite each
     other's checkpoints (claims keep `hamgraph run` processes from doing so).
     """
@@ -91,21 +95,29 @@ class Checkpointer:
         *,
         interval: float | None = None,
         members: Sequence[str] | None = None,
+        set_aside: Callable[[Path, str], object] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / CHECKPOINT_FILE
         self.key = key
         self.members = None if members is None else list(members)
         self.interval = checkpoint_interval() if interval is None else float(interval)
+        self.set_aside = set_aside
         self._last = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a torn file: torch warns before it raises
+                warnings.simplefilter("ignore")
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a checkpoint: start over, say so
-            log.warning("ignoring %s: cannot read it (%s: %s)", self.path, type(exc).__name__, exc)
+            problem = f"cannot read it ({type(exc).__name__}: {str(exc).strip()[:120]})"
+            if self.set_aside is not None:
+                self.set_aside(self.directory, problem)
+            else:
+                log.warning("ignoring %s: %s", self.path, problem)
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
             who = state.get("key") if isinstance(state, dict) else None
