@@ -551,3 +551,51 @@ def test_latex_with_compare_compiles(tmp_path: Path, no_plots: None) -> None:
     body = tex.replace(r"\{", "").replace(r"\}", "")
     assert body.count("{") == body.count("}") and tex.count("$") % 2 == 0
     test_latex_compiles(root / "report", tmp_path)
+
+
+# ---- the warning about settings beyond the cell columns ----------------------------------------
+
+
+def _set_columns(root: Path, values: dict[str, dict[str, str]]) -> None:
+    """Set runs.csv columns per key (as a plug-in run records its display name and target)."""
+    import csv
+
+    path = ResultStore(root).runs_csv
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    for row in rows:
+        row.update(values.get(row["key"], {}))
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_plugin_columns_warn_only_when_they_differ_within_a_cell(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hamgraph.report import load_runs
+
+    results = cell_rows("cora", "mod_a", "adam", [0.8, 0.81], [0.8, 0.81])
+    results += cell_rows("cora", "mod_b", "adam", [0.7, 0.71], [0.7, 0.71])
+    root = write_results(tmp_path / "res", results, histories=False)
+    per_model = {
+        "mod_a": {"model_display": "Model A", "model_target": "pkg.a:ModelA"},
+        "mod_b": {"model_display": "Model B", "model_target": "pkg.b:ModelB"},
+    }
+    keys = {r.spec.key(): r.spec.model for r in results}
+    _set_columns(root, {k: per_model[m] for k, m in keys.items()})
+    with caplog.at_level(logging.WARNING, logger="hamgraph.report"):
+        frame = load_runs([root])
+    assert sorted(frame["model_target"].unique()) == ["pkg.a:ModelA", "pkg.b:ModelB"]
+    assert "differ in settings" not in caplog.text  # constant per cell, differ across cells
+
+    second_a = results[1].spec.key()  # run 1 of mod_a: another target than run 0
+    _set_columns(root, {second_a: {"model_target": "pkg.c:ModelC"}})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hamgraph.report"):
+        load_runs([root])
+    assert "runs of one cell differ in settings beyond the cell columns (model_target)" in (
+        caplog.text
+    )
