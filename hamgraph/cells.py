@@ -174,6 +174,27 @@ def varying_plugin_options(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     return out
 
 
+def searched_settings(cells: pd.DataFrame, shown: pd.Series | dict) -> dict[str, object]:
+    """The settings a search chose among `cells` (rows of `summarize`, e.g. one method's):
+    the params and plug-in options (`model.hidden`) whose values differ among them, at the
+    values of the `shown` cell; {} for one cell or cells that differ only in (alpha, beta)."""
+    if len(cells) < 2:
+        return {}
+    values = [_setting_values(row) for _, row in cells.iterrows()]
+    names = sorted({name for given in values for name in given})
+    varying = [n for n in names
+               if len({json.dumps(v.get(n), sort_keys=True, default=str) for v in values}) > 1]
+    chosen = _setting_values(shown)
+    return {name: chosen[name] for name in varying if name in chosen}
+
+
+def _setting_values(row: pd.Series | dict) -> dict[str, object]:
+    """A cell's params (all of them, runs.csv's `params`) and plug-in options."""
+    text = row.get("params", "")
+    params = json.loads(text) if isinstance(text, str) and text else {}
+    return {**params, **_plugin_option_values(row.get("plugin_options", ""))}
+
+
 def settings_text(settings: dict[str, object]) -> str:
     """"dropout=0.5, lr=0.001" (sorted by name), "" for none."""
     return ", ".join(

@@ -551,3 +551,121 @@ def test_latex_with_compare_compiles(tmp_path: Path, no_plots: None) -> None:
     body = tex.replace(r"\{", "").replace(r"\}", "")
     assert body.count("{") == body.count("}") and tex.count("$") % 2 == 0
     test_latex_compiles(root / "report", tmp_path)
+
+
+# ---- settings searched beside (alpha, beta) --------------------------------------------------
+
+
+def _lr_search_results() -> list:
+    """Adam and HAM on cora, each at two lr values (and HAM at two alphas): the winners differ
+    (Adam: lr=0.01, HAM: lr=0.002), so a table that names one lr for both is caught."""
+    results = cell_rows("cora", "gcn", "adam", [0.80, 0.82, 0.81], [0.78, 0.80, 0.79],
+                        params={"lr": 0.01})  # fmt: skip
+    results += cell_rows("cora", "gcn", "adam", [0.70, 0.71, 0.72], [0.70, 0.70, 0.70],
+                         params={"lr": 0.002})  # fmt: skip
+    for alpha, shift in ((200, 0.0), (10, -0.02)):
+        results += cell_rows("cora", "gcn", "ham", [0.75 + shift] * 3, [0.74, 0.75, 0.76],
+                             alpha, 0.1, params={"lr": 0.01})  # fmt: skip
+        results += cell_rows("cora", "gcn", "ham", [0.86 + shift] * 3, [0.84, 0.85, 0.86],
+                             alpha, 0.1, params={"lr": 0.002})  # fmt: skip
+    return results
+
+
+def test_searched_settings_named_in_every_format(tmp_path: Path, no_plots: None) -> None:
+    root = write_results(tmp_path / "res", _lr_search_results(), histories=False)
+    write_report([root], ["csv", "latex", "md", "html"], None)
+    out = root / "report"
+    best_csv = pd.read_csv(out / "best_params.csv")
+    assert sorted(best_csv["row"]) == ["GCN", "GCN+HAM"]  # the csv had them already
+
+    best_md = (out / "best_params.md").read_text()
+    assert best_md.startswith("# Best settings\n") and "Best (alpha, beta)" not in best_md
+    assert "| dataset | method | (alpha, beta) | settings |" in best_md
+    assert "| Cora | GCN | – | lr=0.01 |" in best_md  # the tuned baseline has a row
+    assert "|  | GCN+HAM | 200, 0.1 | lr=0.002 |" in best_md
+    main_md = (out / "main.md").read_text()
+    assert "- Chosen settings of GCN: Cora lr=0.01." in main_md
+    assert "- Chosen settings of GCN+HAM: Cora lr=0.002." in main_md
+
+    best_tex = (out / "best_params.tex").read_text()
+    assert "Cora & GCN & -- & lr=0.01 \\\\" in best_tex
+    assert " & GCN+HAM & 200, 0.1 & lr=0.002 \\\\" in best_tex
+    assert "settings searched beside them" in best_tex
+    main_tex = (out / "main.tex").read_text()
+    assert "Chosen settings of GCN+HAM: Cora lr=0.002." in main_tex
+    assert "Chosen settings of GCN: Cora lr=0.01." in main_tex
+    test_latex_compiles(out, tmp_path)
+
+    page = (out / "report.html").read_text()
+    assert "<h2>Best settings by mean validation metric</h2>" in page
+    assert "<th>settings</th>" in page
+    assert '<th class="row">Cora</th><td>GCN</td><td>–</td><td>lr=0.01</td>' in page
+    assert '<th class="row"></th><td>GCN+HAM</td><td>200, 0.1</td><td>lr=0.002</td>' in page
+    assert "Chosen settings of GCN+HAM: Cora lr=0.002." in page
+
+
+def test_searched_settings_with_compare_compile(tmp_path: Path, no_plots: None) -> None:
+    root = write_results(tmp_path / "res", _lr_search_results(), histories=False)
+    write_report([root], ["latex", "md"], None, compare="ham-paper")
+    best_md = (root / "report" / "best_params.md").read_text()
+    assert "| dataset | method | (alpha, beta) | settings | published (alpha, beta) |" in best_md
+    assert re.search(r"\|  \| GCN\+HAM \| 200, 0\.1 \| lr=0\.002 \| [^|]+ [=≠] \|", best_md)
+    test_latex_compiles(root / "report", tmp_path)
+
+
+def test_without_searched_settings_best_params_keeps_its_shape(report: Path) -> None:
+    """Cells that differ only in (alpha, beta): no settings column, no settings notes."""
+    best_md = (report / "best_params.md").read_text()
+    assert best_md.startswith("# Best (alpha, beta)\n") and "settings" not in best_md
+    main_md = (report / "main.md").read_text()
+    assert "Chosen settings" not in main_md and "settings" not in main_md
+    assert "settings" not in (report / "best_params.tex").read_text()
+    assert "Best (alpha, beta) by mean validation metric" in (report / "report.html").read_text()
+
+
+# ---- the warning about settings beyond the cell columns ----------------------------------------
+
+
+def _set_columns(root: Path, values: dict[str, dict[str, str]]) -> None:
+    """Set runs.csv columns per key (as a plug-in run records its display name and target)."""
+    import csv
+
+    path = ResultStore(root).runs_csv
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    for row in rows:
+        row.update(values.get(row["key"], {}))
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_plugin_columns_warn_only_when_they_differ_within_a_cell(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hamgraph.report import load_runs
+
+    results = cell_rows("cora", "mod_a", "adam", [0.8, 0.81], [0.8, 0.81])
+    results += cell_rows("cora", "mod_b", "adam", [0.7, 0.71], [0.7, 0.71])
+    root = write_results(tmp_path / "res", results, histories=False)
+    per_model = {
+        "mod_a": {"model_display": "Model A", "model_target": "pkg.a:ModelA"},
+        "mod_b": {"model_display": "Model B", "model_target": "pkg.b:ModelB"},
+    }
+    keys = {r.spec.key(): r.spec.model for r in results}
+    _set_columns(root, {k: per_model[m] for k, m in keys.items()})
+    with caplog.at_level(logging.WARNING, logger="hamgraph.report"):
+        frame = load_runs([root])
+    assert sorted(frame["model_target"].unique()) == ["pkg.a:ModelA", "pkg.b:ModelB"]
+    assert "differ in settings" not in caplog.text  # constant per cell, differ across cells
+
+    second_a = results[1].spec.key()  # run 1 of mod_a: another target than run 0
+    _set_columns(root, {second_a: {"model_target": "pkg.c:ModelC"}})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hamgraph.report"):
+        load_runs([root])
+    assert "runs of one cell differ in settings beyond the cell columns (model_target)" in (
+        caplog.text
+    )

@@ -9,6 +9,7 @@ column against the values the factory was given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,13 @@ def run_result(
     ham: dict[str, Any] | None = None,
     version: str = VERSION,
     device: str = DEVICE,
+    params: dict[str, Any] | None = None,
 ) -> RunResult:
     """One run. optimizer: "ham" / "nham" (HAM on `base`, default the protocol's base) or the
-    name of a base optimizer for a baseline ("adam", "sgd"). `ham`: further HamSettings fields."""
-    params = _params(dataset, epochs)
-    protocol = PROTOCOL_BASE[type(params).__name__]
+    name of a base optimizer for a baseline ("adam", "sgd"). `ham`: further HamSettings fields.
+    `params`: NodeParams / GraphParams fields to set (a searched lr makes another cell)."""
+    run_params = dataclasses.replace(_params(dataset, epochs), **(params or {}))
+    protocol = PROTOCOL_BASE[type(run_params).__name__]
     settings = None
     if optimizer in ("ham", "nham"):
         assert alpha is not None and beta is not None
@@ -101,7 +104,7 @@ def run_result(
         ham=settings,
     )
     seed = run if seed is None else seed
-    spec = RunSpec(dataset, model, params, opt, run=run, seed=seed)
+    spec = RunSpec(dataset, model, run_params, opt, run=run, seed=seed)
     failed = status == "failed"
     return RunResult(
         spec=spec,

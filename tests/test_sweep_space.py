@@ -250,9 +250,10 @@ def test_grid_over_lr_and_dropout_runs_keys_best_and_report(tmp_path: Path) -> N
         assert r["trials"] == "2" and r["k"] == ""
 
     # the report: one row per optimizer kind, saying which settings won
+    from hamgraph.data.registry import resolve_dataset
     from hamgraph.report import write_report
 
-    write_report([out], formats=["csv"], out=tmp_path / "report")
+    write_report([out], formats=["csv", "md"], out=tmp_path / "report")
     main_csv = pd.read_csv(tmp_path / "report" / "main.csv", keep_default_na=False)
     assert sorted(main_csv["optimizer"]) == ["adam", "ham"]
     best_params = pd.read_csv(tmp_path / "report" / "best_params.csv", keep_default_na=False)
@@ -262,6 +263,15 @@ def test_grid_over_lr_and_dropout_runs_keys_best_and_report(tmp_path: Path) -> N
         # the report: the params that differ from the preset (lr=0.01 is the preset's)
         expected = ", ".join(p for p in sorted(r["settings"].split(", ")) if p != "lr=0.01")
         assert shown["settings"] == expected and shown["cells_searched"] == 2
+        # the readable tables name the searched value that won, the preset's lr included
+        lr = dict(next(t for t in trials if t.number == int(r["trial"])).user_attrs["settings"])
+        label = shown["row"]
+        best_md = (tmp_path / "report" / "best_params.md").read_text()
+        line = next(x for x in best_md.splitlines() if f"| {label} |" in x)
+        assert line.endswith(f" | lr={lr['lr']:g} |")
+        main_md = (tmp_path / "report" / "main.md").read_text()
+        display = resolve_dataset(TINY).display
+        assert f"- Chosen settings of {label}: {display} lr={lr['lr']:g}." in main_md
 
 
 def test_tpe_equal_budget_gives_the_baseline_its_own_study(tmp_path: Path) -> None:

@@ -192,14 +192,27 @@ def load_runs(paths: Sequence[Path]) -> pd.DataFrame:
             frame.loc[dup, "key"].iloc[0],
         )
         frame = frame.loc[~dup]
-    extra = [c for c in setting_columns(list(frame.columns)) if c not in CELL_COLUMNS]
-    if extra and frame[extra].nunique(dropna=False).max() > 1:
+    differ = _differ_within_cells(frame)
+    if differ:
         log.warning(
-            "report: runs differ in settings beyond the cell columns (%s): the main tables group "
-            "runs by the cell columns only; --verdict tells these configurations apart",
-            ", ".join(extra),
+            "report: runs of one cell differ in settings beyond the cell columns (%s): the main "
+            "tables group runs by the cell columns only; --verdict tells these configurations "
+            "apart",
+            ", ".join(differ),
         )
     return frame.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
+
+
+def _differ_within_cells(frame: pd.DataFrame) -> list[str]:
+    """The settings columns beyond CELL_COLUMNS (a newer hamgraph's, a plug-in's display name
+    or target) whose values differ among the runs of one cell; columns that are constant
+    within every cell (one plug-in target per model) are not a problem."""
+    extra = [c for c in setting_columns(list(frame.columns)) if c not in CELL_COLUMNS]
+    if not extra:
+        return []
+    keys = [c for c in CELL_COLUMNS if c in frame.columns]
+    counts = frame.groupby(keys, sort=False, dropna=False)[extra].nunique(dropna=False)
+    return [c for c in extra if (counts[c] > 1).any()]
 
 
 def damage_notes(paths: Sequence[Path]) -> list[str]:

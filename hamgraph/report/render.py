@@ -89,8 +89,25 @@ def main_grid(table: FamilyTable, compared: bool) -> Grid:
     return Grid("", groups, columns, tuple(rows), table.block_starts)
 
 
+def settings_searched(tables: ReportTables) -> bool:
+    """Whether some shown value was chosen among cells that differ in settings beyond
+    (alpha, beta) (a sweep over lr, dropout, model.hidden, ...): then best_params lists them."""
+    return any(c.searched for c in tables.cells if c.selected)
+
+
+def _best_cells(tables: ReportTables) -> tuple[MainCell, ...]:
+    """best_params' values: HAM / nHAM, and every value chosen among several cells (a tuned
+    baseline), as best_params.csv."""
+    return tuple(c for c in tables.cells if c.is_ham or c.cells_searched > 1)
+
+
 def best_grid(tables: ReportTables) -> Grid | None:
-    """Rows: datasets; columns: (model, HAM method) [x (ours, published)]: "alpha, beta"."""
+    """Rows: datasets; columns: (model, HAM method) [x (ours, published)]: "alpha, beta".
+
+    When settings beyond (alpha, beta) were searched (`settings_searched`): one row per
+    dataset x method of `_best_cells`, columns method, (alpha, beta), settings [, published]."""
+    if settings_searched(tables):
+        return _best_settings_grid(tables)
     ham = tables.ham_cells
     if not ham:
         return None
@@ -124,6 +141,46 @@ def best_grid(tables: ReportTables) -> Grid | None:
     return Grid("dataset", (), labels, tuple(rows))
 
 
+def _published_params(c: MainCell) -> GridCell:
+    cmp = c.compare
+    if cmp is None or math.isnan(cmp.alpha):
+        return _EMPTY
+    same = " =" if cmp.same_best else (" ≠" if cmp.same_best is False else "")
+    return GridCell(_params(cmp.alpha, cmp.beta) + same)
+
+
+def _best_settings_grid(tables: ReportTables) -> Grid | None:
+    compared = tables.compare_source is not None
+    wanted = set(_best_cells(tables))
+    rows: list[tuple[str, tuple[GridCell, ...]]] = []
+    starts: set[str] = set()
+    for table in tables.families:
+        for col in table.columns:
+            members = [c for c in table.cells if c.dataset == col.name and c in wanted]
+            for i, c in enumerate(members):
+                label = col.display if i == 0 else ""
+                if i == 0 and rows:
+                    starts.add(label)
+                cells = [
+                    GridCell(c.row),
+                    GridCell(_params(c.alpha, c.beta)) if c.is_ham and c.selected else _EMPTY,
+                    GridCell(c.searched or MISSING) if c.selected else _EMPTY,
+                ]
+                if compared:
+                    cells.append(_published_params(c))
+                rows.append((label, tuple(cells)))
+    if not rows:
+        return None
+    columns = ("method", "(alpha, beta)", "settings") + (
+        ("published (alpha, beta)",) if compared else ()
+    )
+    return Grid("dataset", (), columns, tuple(rows), frozenset(starts))
+
+
+def _best_title(tables: ReportTables) -> str:
+    return "Best settings" if settings_searched(tables) else "Best (alpha, beta)"
+
+
 def _short_method(c: MainCell) -> str:
     return {"ham": "HAM", "nham": "nHAM"}[c.optimizer] + c.method[len(c.optimizer):]
 
@@ -149,6 +206,12 @@ def legend(tables: ReportTables) -> str:
         f"tested with fewer than {MIN_PAIRS} pairs. *: partial results (see notes). "
         f"{MISSING}: no result."
     )
+    if settings_searched(tables):
+        text += (
+            " Chosen settings (notes): the values of the settings searched beside (alpha, beta) "
+            "(params such as lr, plug-in options such as model.hidden) of the shown cell, "
+            "chosen by the same rule."
+        )
     if tables.compare_source is not None:
         text += (
             f" Published: {tables.compare_source} ({tables.compare_citation}), as printed; "
@@ -162,6 +225,12 @@ def legend(tables: ReportTables) -> str:
 def _table_notes(table: FamilyTable, tables: ReportTables) -> list[str]:
     """Notes under one main table (unicode): partial results, splits, runs' provenance."""
     notes = [f"* {n}" for n in table.notes]
+    display = {c.name: c.display for c in table.columns}
+    for label in table.rows:
+        chosen = [f"{display[c.dataset]} {c.searched}" for c in table.cells
+                  if c.row == label and c.searched and c.selected]  # fmt: skip
+        if chosen:
+            notes.append(f"Chosen settings of {label}: " + "; ".join(chosen) + ".")
     notes.append("Splits: " + "; ".join(table.splits) + ".")
     notes.append("Runs: " + "; ".join(table.provenance) + "." if table.provenance else
                  "Runs: none shown.")  # fmt: skip
@@ -348,11 +417,16 @@ def render_latex(tables: ReportTables) -> dict[str, str]:
             "\\par\\smallskip\n{\\footnotesize " + "\\\\\n".join(notes) + "\\par}\n\\end{table}\n"
         )
     best = best_grid(tables)
-    head = "% hamgraph report: best (alpha, beta). Needs \\usepackage{booktabs}.\n"
+    head = f"% hamgraph report: {_best_title(tables).lower()}. Needs \\usepackage{{booktabs}}.\n"
     if best is None:
         best_text = head + "% no HAM / nHAM runs\n"
     else:
         caption = "Best $(\\alpha, \\beta)$ by mean validation metric"
+        if settings_searched(tables):
+            caption = (
+                "Best $(\\alpha, \\beta)$ and settings searched beside them (the values of the "
+                "cell with the best mean validation metric; -- for none)"
+            )
         if compared:
             caption += f", beside the published best ({latex_escape(tables.compare_source)})"
         best_text = (
@@ -409,9 +483,22 @@ def render_markdown(tables: ReportTables) -> dict[str, str]:
         chunks.append("\n".join(f"- {_md_escape(n)}" for n in _table_notes(table, tables)) + "\n")
     chunks.append(_md_escape(legend(tables)) + "\n")
     best = best_grid(tables)
-    title = "# Best (alpha, beta)\n\n"
+    title = f"# {_best_title(tables)}\n\n"
     if best is None:
         best_text = title + "No HAM / nHAM runs.\n"
+    elif settings_searched(tables):
+        best_text = (
+            title + "Per dataset and method (HAM / nHAM, and every method chosen among several "
+            "cells), the (alpha, beta) and the settings searched beside them (params such as lr, "
+            "plug-in options such as model.hidden) of the cell with the best mean validation "
+            f"metric (cells without failed runs); {MISSING}: none"
+            + (
+                f"; published: the best of {tables.compare_source} (=: the same, ≠: another)"
+                if compared
+                else ""
+            )
+            + ".\n\n" + _md_table(best)
+        )
     else:
         best_text = (
             title + "Per dataset and model, the (alpha, beta) with the best mean validation "
@@ -509,7 +596,7 @@ def render_html(
     parts.append(f"<p class='foot'>{html.escape(legend(tables))}</p>")
     best = best_grid(tables)
     if best is not None:
-        parts.append("<h2>Best (alpha, beta) by mean validation metric</h2>")
+        parts.append(f"<h2>{_best_title(tables)} by mean validation metric</h2>")
         parts.append(_html_table(best, "best-params"))
     if verdict is not None:
         parts.append(verdict_html(verdict))

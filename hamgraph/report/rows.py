@@ -8,7 +8,9 @@ method's (alpha, beta) cells (THE best rule: highest mean validation among cells
 and no failed run; ties to smaller |alpha|, smaller beta, label), the same cell a sweep's
 best.csv names. A method with a single cell whose runs partly failed still shows that cell
 (there is nothing to choose), marked partial; a method whose cells all had failed runs
-shows `–`.
+shows `–`. When a method's cells differ in more than (alpha, beta) (a sweep over lr, dropout,
+`model.hidden`), `MainCell.searched` names the shown cell's values of the settings they differ
+in ("lr=0.002"); the renderers list them under the main tables and in best_params.
 
 What a main-table value is (`metric`): "test" = the test metric at the best-validation epoch,
 "val" = the best validation metric (as the HAM paper's graph tables); mean ± sample std over
@@ -46,6 +48,8 @@ from hamgraph.cells import (
     cell_key,
     graph_plugin_datasets,
     optimizer_of_row,
+    searched_settings,
+    settings_text,
     summarize,
 )
 from hamgraph.data.registry import DATASETS, describe_split, resolve_dataset
@@ -147,6 +151,7 @@ class MainCell:
     family: str
     cell_label: str  # the shown cell as `cells.summarize` labels it, "" when none
     settings: str  # its params that differ from the preset ("lr=0.001, dropout=0.5"), or ""
+    searched: str  # the settings its method's cells differ in, at its values ("lr=0.002"), or ""
     alpha: float  # NaN for baselines and when no cell is shown
     beta: float
     selected: bool  # chosen by `cells.best_per_group` (False: the only cell, or none)
@@ -501,6 +506,8 @@ def build_tables(
                 family=column.family,
                 cell_label=str(cell["label"]) if cell is not None else "",
                 settings=str(cell["settings"]) if cell is not None else "",
+                searched=settings_text(searched_settings(m.cells, cell))
+                if cell is not None else "",
                 alpha=float(cell["alpha"]) if cell is not None and not _missing(cell["alpha"])
                 else math.nan,
                 beta=float(cell["beta"]) if cell is not None and not _missing(cell["beta"])
