@@ -249,7 +249,7 @@ def _torn_pack_checkpoint(out: Path, keys: list[str]) -> Path:
 
 
 def test_a_torn_pack_checkpoint_is_set_aside_whole(tmp_path: Path, capsys) -> None:
-    """check --repair movescheck --repair moves the pack's folder aside in one go (the run is clean after it), and
+    """check --repair moves the pack's folder aside in one go (the run is clean after it), and
     `run` sets a torn pack checkpoint aside too instead of deleting it, then trains the pack."""
     from hamgraph.store import ResultStore
 
