@@ -12,8 +12,10 @@ sweep's `model.hidden` keeps the readable model name). A cell's runs differ only
     `higher_is_better` is false) among the cells with at least one ok run and no failed
     run, and among those only the cells with the most ok runs (a pruned trial's partial cell
     never wins); ties (equal means) go to the smaller |alpha|, then the smaller beta, then the
-    cell label and settings in string order, so the choice never depends on the order in which
-    runs finished.
+    cell label, then the canonical settings key (runs.csv's `params` JSON, then its
+    `plugin_options` JSON, both with sorted keys) in string order, so the choice never depends
+    on the order in which runs finished nor on how a caller spells the `settings` display text
+    (a sweep lists its searched settings first, a report sorts them by name).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ NON_SETTING_COLUMNS: frozenset[str] = frozenset({
     "reason", "hamgraph_version", "device", "history",
     "plugin_sources",  # provenance of a plug-in's code: a change marks runs stale, same cell
 })
+# The last tie-break of `select_best`: runs.csv's JSON texts (sorted keys), one spelling each.
+TIE_COLUMNS: tuple[str, ...] = ("params", "plugin_options")
 # The summary columns after the cell columns and the label (metrics x100, sample std).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "metric", "n", "failed", "val_mean", "val_std", "test_mean", "test_std",
@@ -267,7 +271,9 @@ def select_best(cells: pd.DataFrame) -> pd.Series | None:
     if eligible.empty:
         return None
     eligible = eligible[eligible["n"] == eligible["n"].max()]
-    ties = [c for c in (SETTINGS, "params") if c in eligible.columns]
+    # the canonical settings key; never the `settings` display text, which callers spell
+    # differently (best.csv: searched settings first; the report: sorted by name)
+    ties = [c for c in TIE_COLUMNS if c in eligible.columns]
     sign = 1.0
     if "higher_is_better" in eligible.columns and not bool(eligible["higher_is_better"].iloc[0]):
         sign = -1.0  # a lower-is-better metric: the lowest mean is the best
@@ -275,7 +281,9 @@ def select_best(cells: pd.DataFrame) -> pd.Series | None:
         _neg_val=-sign * eligible["val_mean"],
         _abs_alpha=eligible["alpha"].abs().fillna(0.0),
         _beta=eligible["beta"].fillna(0.0),
-    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label", *ties], kind="stable")
+        **{f"_{c}": eligible[c].fillna("").astype(str) for c in ties},
+    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label", *(f"_{c}" for c in ties)],
+                  kind="stable")
     return eligible.loc[order.index[0]]
 
 

@@ -228,6 +228,29 @@ BAD = {
     "no split": ("dataset", "{_target_: userlab.ring}", "grid.dataset[0]", "states no split"),
     "bad split": ("dataset", "{_target_: userlab.ring, split: {kind: half}}", "grid.dataset[0]",
                   "split must be"),
+    # the values inside a stated split, checked when the grid loads (issue #18)
+    "split fractions over 1": ("dataset", "{_target_: userlab.ring, split: {kind: random, "
+                               "train: 0.6, val: 0.6}}", "grid.dataset[0]",
+                               "split.train + split.val must be below 1"),
+    "split train above 1": ("dataset", "{_target_: userlab.ring, split: {kind: random, "
+                            "train: 1.5}}", "grid.dataset[0]", "split.train must be a fraction"),
+    "split train negative": ("dataset", "{_target_: userlab.ring, split: {kind: random, "
+                             "train: -0.1}}", "grid.dataset[0]", "got -0.1"),
+    "split val not a number": ("dataset", "{_target_: userlab.ring, split: {kind: random, "
+                               "val: some}}", "grid.dataset[0]", "split.val must be"),
+    "per-class zero": ("dataset", "{_target_: userlab.ring, split: {kind: per-class, "
+                       "train: 0}}", "grid.dataset[0]", "split.train must be a positive"),
+    "per-class over the classes": ("dataset", "{_target_: userlab.ring, nodes: 50, split: "
+                                   "{kind: per-class, train: 100}}", "grid.dataset[0]",
+                                   "100 training nodes per class, but class 0 has only 17"),
+    "per-class over the graph": ("dataset", "{_target_: userlab.ring, split: {per-class: 5}}",
+                                 "grid.dataset[0]", "needs 500 + 1000 nodes"),
+    "graph split fractions": ("graph dataset", "{_target_: torch_geometric.datasets.FakeDataset,"
+                              " split: {kind: random, train: 0.95, val: 0.1}}", "grid.dataset[0]",
+                              "split.train + split.val must be below 1"),
+    "graph split empty part": ("graph dataset", "{_target_: torch_geometric.datasets."
+                               "FakeDataset, split: {kind: random, train: 0.5, val: 0.01}}",
+                               "grid.dataset[0]", "leaves no validation graphs of 40"),
     "built-in name": ("model", "{_target_: userlab.RingNet, display: GCN}", "grid.model[1]",
                       "a built-in model name"),
     "unknown metric": ("metric", "macro-f7", "metric", "unknown metric 'macro-f7'"),
@@ -238,21 +261,27 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_plugins_fail_before_anything_is_written(
-    case: str, user_module: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, user_module: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kind, value, loc, message = BAD[case]
     dataset = "{_target_: userlab.ring, split: {kind: random, train: 0.5, val: 0.25}}"
-    model = "{_target_: userlab.RingNet}"
+    models = "gcn, {_target_: userlab.RingNet}"
     metric = ""
     if kind == "model":
-        model = value
+        models = f"gcn, {value}"
     elif kind == "dataset":
         dataset = value
+    elif kind == "graph dataset":  # 40 graphs of ~10 nodes, with a user's graph model
+        monkeypatch.syspath_prepend(str(EXAMPLES / "plugin_pkg"))
+        dataset = value.replace("FakeDataset,", "FakeDataset, num_graphs: 40, avg_num_nodes: 10, "
+                                "num_channels: 4, num_classes: 2,")
+        models = "{_target_: hamgraph_examples.models.TinyGraphNet, hidden: 8}"
     else:
         metric = f"metric: {value}\n"
     config = tmp_path / "bad.yaml"
     config.write_text(f"{metric}epochs: 2\nruns: 1\ngrid:\n  dataset: [{dataset}]\n"
-                      f"  model: [gcn, {model}]\n  optimizer: [adam]\n")
+                      f"  model: [{models}]\n  optimizer: [adam]\n")
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()

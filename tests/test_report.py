@@ -435,6 +435,33 @@ def test_best_params_is_the_cell_of_the_one_best_rule_on_a_tie(
     assert "1 of 3 (alpha, beta) cells with failed runs not considered" in ham["note"]
 
 
+def test_select_best_tie_break_ignores_how_settings_are_spelled() -> None:
+    """Equal mean validation, |alpha|, beta and label: the winner is the same whether the
+    `settings` text lists the searched setting first (a sweep's best.csv) or sorts by name
+    (the report), so best.csv and `hamgraph report` name the same cell."""
+    base = {"dataset": "cora", "model": "gcn", "optimizer": "adam", "base": "adam",
+            "base_options": "", "alpha": math.nan, "beta": math.nan, "clamp": math.nan,
+            "mask_beta": "", "sign_source": "", "plugin_options": "", "metric": "accuracy",
+            "test": 0.7, "status": "ok", "higher_is_better": "true"}
+    cell_a = '{"dropout": 0.3, "epochs": 5, "lr": 0.01}'
+    cell_b = '{"dropout": 0.5, "epochs": 5, "lr": 0.001}'
+    runs = pd.DataFrame([{**base, "params": params, "run": run, "val": val}
+                         for params in (cell_b, cell_a) for run, val in ((0, 0.8), (1, 0.9))])
+    cells = summarize(runs)
+    assert cells["val_mean"].nunique() == 1 and cells["label"].nunique() == 1
+    by_name = {cell_a: "dropout=0.3, lr=0.01", cell_b: "dropout=0.5, lr=0.001"}
+    searched_first = {cell_a: "lr=0.01, dropout=0.3", cell_b: "lr=0.001, dropout=0.5"}
+    # the two spellings order the cells the other way round
+    assert (by_name[cell_a] < by_name[cell_b]) != (searched_first[cell_a] < searched_first[cell_b])
+    picks = set()
+    for spelling in (by_name, searched_first):
+        for order in (cells, cells.iloc[::-1]):
+            best = select_best(order.assign(settings=order["params"].map(spelling)))
+            assert best is not None
+            picks.add(best["params"])
+    assert picks == {cell_a}  # the smaller params JSON: '{"dropout": 0.3' < '{"dropout": 0.5'
+
+
 def test_metric_val_shows_the_best_validation(tmp_path: Path, no_plots: None) -> None:
     rows = cell_rows("cora", "gcn", "adam", [0.80, 0.82, 0.84], [0.70, 0.71, 0.72])
     root = write_results(tmp_path / "res", rows, histories=False)

@@ -22,6 +22,11 @@ Splits (node task), never an unstated one:
   2-D [N, S] or [S, N] = S splits, run i uses split i % S;
 - else the dataset is refused when the grid loads.
 
+A stated split is checked when the grid loads (`stated_split`: random 0 < train < 1, 0 < val,
+train + val < 1; per-class positive integers), then built once (`plugin_info`), so a split the
+graph cannot give (a class with fewer than `train` nodes, too few nodes for val + test, an empty
+part) is a PluginError there too, not a failed run.
+
 Graph classification: a `Dataset` of several graphs (or `task: graph`), each graph with `x`,
 `edge_index`, a class index `y` (and `edge_attr` if it has one). Split: the mapping's
 `split: {kind: random, train: 0.8, val: 0.1}` (seeded), else the dataset's `get_idx_split()`
@@ -192,7 +197,37 @@ def stated_split(ref: PluginRef) -> dict[str, Any] | None:
     unknown = set(split) - allowed
     if unknown:
         raise PluginError(f"split: unknown key(s) {sorted(unknown)}; valid: {sorted(allowed)}")
-    return {**defaults, **split}
+    split = {**defaults, **split}
+    if split["kind"] == "random":
+        for key in ("train", "val"):
+            value = split[key]
+            if not _is_number(value) or not 0 < value < 1:
+                raise PluginError(f"split.{key} must be a fraction between 0 and 1 (exclusive), "
+                                  f"got {value!r}")
+        if split["train"] + split["val"] >= 1:
+            raise PluginError(f"split.train + split.val must be below 1 (the rest is test), got "
+                              f"{split['train']!r} + {split['val']!r}")
+    else:
+        for key in ("train", "val", "test"):
+            value = split[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PluginError(f"split.{key} must be a positive whole number of nodes, got "
+                                  f"{value!r}")
+    return split
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_parts(ref: PluginRef, parts: tuple[Tensor, Tensor, Tensor], total: int,
+                 what: str) -> None:
+    """A stated split must leave every part non-empty (a small graph and a small fraction can
+    round a part down to nothing)."""
+    for name, part in zip(("training", "validation", "test"), parts, strict=True):
+        if part.numel() == 0:
+            raise PluginError(f"split {ref.setting.get('split')!r} leaves no {name} {what} of "
+                              f"{total}")
 
 
 def split_count(ref: PluginRef, graph: Any) -> int:
@@ -217,18 +252,37 @@ def plugin_splits(ref: PluginRef, graph: Any, y: Tensor, num_classes: int) -> li
     from hamgraph.data.node import NodeDataset
 
     split = stated_split(ref)
-    if split is not None and split["kind"] == "random":
-        return [split_builders.random_split(y.numel(), float(split["train"]),
-                                            float(split["val"]), seed=SPLIT_SEED)]
-    if split is not None:
-        return [split_builders.per_class_split(
-            y, num_classes, int(split["train"]), int(split["val"]), int(split["test"]),
-            seed=SPLIT_SEED)]
-    if isinstance(graph, NodeDataset):
-        return list(graph.splits)
-    masks = shipped_masks(graph)
-    assert masks is not None  # split_count refused the dataset otherwise
-    return split_builders.mask_splits(masks["train_mask"], masks["val_mask"], masks["test_mask"])
+    try:
+        if split is not None and split["kind"] == "random":
+            built = split_builders.random_split(y.numel(), float(split["train"]),
+                                                float(split["val"]), seed=SPLIT_SEED)
+        elif split is not None:
+            _check_class_sizes(ref, y, num_classes, int(split["train"]))
+            built = split_builders.per_class_split(
+                y, num_classes, int(split["train"]), int(split["val"]), int(split["test"]),
+                seed=SPLIT_SEED)
+        elif isinstance(graph, NodeDataset):
+            return list(graph.splits)
+        else:
+            masks = shipped_masks(graph)
+            assert masks is not None  # split_count refused the dataset otherwise
+            return split_builders.mask_splits(masks["train_mask"], masks["val_mask"],
+                                              masks["test_mask"])
+    except ValueError as exc:  # the builders' checks (e.g. too few nodes for the split)
+        raise PluginError(f"dataset {ref.target!r}: split: {exc}") from None
+    _check_parts(ref, (built.train, built.val, built.test), y.numel(), "nodes")
+    return [built]
+
+
+def _check_class_sizes(ref: PluginRef, y: Tensor, num_classes: int, per_class: int) -> None:
+    """A per-class split takes `per_class` training nodes of every class: each class that
+    occurs must have that many (else the split would quietly take fewer)."""
+    counts = y.bincount(minlength=num_classes)
+    small = [(c, int(n)) for c, n in enumerate(counts.tolist()) if 0 < n < per_class]
+    if small:
+        c, n = small[0]
+        raise PluginError(f"dataset {ref.target!r}: split.train: {per_class} training nodes per "
+                          f"class, but class {c} has only {n} nodes")
 
 
 def _split_text(ref: PluginRef, count: int) -> str:
@@ -269,7 +323,11 @@ def plugin_info(name: str, ref: PluginRef, paths: DataPaths | None = None) -> Da
     if task == "graph":
         count, text = 1, _graph_split_text(ref, obj)
     else:
-        count = split_count(ref, load_plugin_graph(ref, paths))
+        graph = load_plugin_graph(ref, paths)
+        count = split_count(ref, graph)
+        y = graph.y.view(-1).long()
+        # built once here so that a split the graph cannot give fails when the grid loads
+        plugin_splits(ref, graph, y, int(y.max()) + 1 if y.numel() else 0)
         text = _split_text(ref, count)
     runs = ref.setting.get("runs", count if count > 1 else PLUGIN_RUNS)
     if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
@@ -309,8 +367,12 @@ def _graph_split(ref: PluginRef, dataset: Any) -> tuple[Tensor, Tensor, Tensor]:
         if split["kind"] != "random":
             raise PluginError("split: a graph-classification dataset takes {kind: random, "
                               f"train: 0.8, val: 0.1}}, got {split!r}")
-        parts = split_builders.random_split(len(dataset), float(split["train"]),
-                                            float(split["val"]), seed=SPLIT_SEED)
+        try:
+            parts = split_builders.random_split(len(dataset), float(split["train"]),
+                                                float(split["val"]), seed=SPLIT_SEED)
+        except ValueError as exc:
+            raise PluginError(f"dataset {ref.target!r}: split: {exc}") from None
+        _check_parts(ref, (parts.train, parts.val, parts.test), len(dataset), "graphs")
         return parts.train, parts.val, parts.test
     if hasattr(dataset, "get_idx_split"):
         idx = dataset.get_idx_split()

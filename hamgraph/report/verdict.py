@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hamgraph.cells import CELL_COLUMNS, select_best, setting_columns
+from hamgraph.cells import CELL_COLUMNS, TIE_COLUMNS, select_best, setting_columns
 from hamgraph.cells import cell_label as _cell_label
 from hamgraph.cells import optimizer_of_row as _optimizer_of_row
 from hamgraph.errors import UserInputError
@@ -345,11 +345,14 @@ def _extra_label(row: pd.Series, settings: Sequence[str]) -> str:
 
 def _rule_order(configs: pd.DataFrame) -> pd.DataFrame:
     """Configurations best first by the rule of `cells.select_best`."""
+    ties = [c for c in TIE_COLUMNS if c in configs.columns]
     order = configs.assign(
         _neg_val=-configs["val_mean"],
         _abs_alpha=configs["alpha"].abs().fillna(0.0) if "alpha" in configs else 0.0,
         _beta=configs["beta"].fillna(0.0) if "beta" in configs else 0.0,
-    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label"], kind="stable")
+        **{f"_{c}": configs[c].fillna("").astype(str) for c in ties},
+    ).sort_values(["_neg_val", "_abs_alpha", "_beta", "label", *(f"_{c}" for c in ties)],
+                  kind="stable")
     return configs.loc[order.index]
 
 

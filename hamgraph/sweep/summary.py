@@ -2,9 +2,10 @@
 
 The cells are those of COMPLETE trials, summarized from their runs in the result store by
 `hamgraph.cells.summarize` and ranked by `hamgraph.cells.select_best` (highest mean validation
-metric; ties -> smaller |alpha|, smaller beta, label): the same cell key and the same rule as
-`hamgraph report`, so both name the same best cell. Pruned trials (a part of the runs) and
-failed ones do not take part.
+metric; ties -> smaller |alpha|, smaller beta, label, then the `params` / `plugin_options`
+JSON, never the `settings` display text, which best.csv spells searched-first): the same cell
+key and the same rule as `hamgraph report`, so both name the same best cell. Pruned trials (a
+part of the runs) and failed ones do not take part.
 
 Equal budgets (`search.budget: equal`): each target has a HAM study and a baseline study. Their
 rows also say `k`, the trials both studies completed (the smaller count), and `val_at_k` /
