@@ -655,6 +655,8 @@ def test_graph_classification_plugins(tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(r["epochs"] == "4" and 1 <= int(r["best_epoch"]) <= 4 for r in rows)
     history = _rows(out / rows[1]["history"])
     assert len(history) == 4 and int(history[-1]["sign_flips"]) >= 0
+    seconds = [float(row["train_seconds"]) for row in history]  # as every trainer records
+    assert seconds[0] > 0 and seconds == sorted(seconds)
     # labelled on the graph protocol's base optimizer (AdamW), as built-in graph runs
     assert "ham(100, 0.01)" in done.stdout and "on adamw" not in done.stdout
     report = _hamgraph(["report", str(out), "--format", "md"], env, tmp_path)

@@ -177,7 +177,7 @@ def evaluate(
 # Checkpoints
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffling seed of one epoch: a function of (seed, epoch) only."""
     state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
     return int(state[0] >> np.uint64(1))
@@ -304,7 +304,7 @@ def train_graph_run(
         leave=False,
     )
     for epoch in epochs:
-        shuffle.manual_seed(_epoch_seed(spec.seed, epoch))  # the loader draws from it
+        shuffle.manual_seed(epoch_seed(spec.seed, epoch))  # the loader draws from it
         lr = float(optimizer.param_groups[0]["lr"])
         with tqdm(
             total=len(train_loader), desc=f"epoch {epoch}", unit="batch", disable=None, leave=False

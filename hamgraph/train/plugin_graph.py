@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,6 +38,7 @@ from hamgraph.specs import EpochStats, GraphParams, RunResult, RunSpec
 from hamgraph.train.common import (
     HISTORY_COLUMNS,
     BestTracker,
+    TrainClock,
     WeightDiagnostics,
     divergence_reason,
     epoch_stats,
@@ -48,11 +48,6 @@ from hamgraph.train.common import (
 from hamgraph.train.metrics import node_metric, run_metric
 
 log = logging.getLogger(__name__)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
-    return int(state[0] >> np.uint64(1))
 
 
 def _forward(model: nn.Module, batch: object, edge_attr: bool) -> Tensor:
@@ -104,7 +99,7 @@ def train_plugin_graph_run(
     edge_attr = data.has_edge_attr and "edge_attr" in accepted_names(model.forward)
 
     # -- optimizer, schedule, diagnostics
-    from hamgraph.train.graph import warmup_cosine
+    from hamgraph.train.graph import epoch_seed, warmup_cosine
 
     optimizer = build_optimizer(model, spec.optimizer, lr=params.lr,
                                 weight_decay=params.weight_decay)
@@ -113,16 +108,18 @@ def train_plugin_graph_run(
     best = BestTracker(device, higher_is_better=choice.higher_is_better)
     rows: list[Tensor] = []
     lrs: list[float] = []
+    clock = TrainClock(device)  # training time per epoch, evaluation excluded
     status, reason = "ok", ""
 
     for epoch in range(1, params.epochs + 1):
-        generator = torch.Generator().manual_seed(_epoch_seed(spec.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(spec.seed, epoch))
         loader = DataLoader(parts[0], batch_size=params.batch_size, shuffle=True,
                             generator=generator)
         model.train()
         total = torch.zeros((), dtype=torch.float64, device=device)
         graphs = 0
         lrs.append(float(optimizer.param_groups[0]["lr"]))
+        clock.start()
         for batch in loader:
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -133,6 +130,7 @@ def train_plugin_graph_run(
             optimizer.step()
             total += loss.detach().double() * batch.num_graphs
             graphs += batch.num_graphs
+        clock.stop()
         scheduler.step()
         val_m, test_m = (_evaluate(model, part, device, edge_attr, metric) for part in evaluation)
         flips, mean_abs = diagnostics.update()
@@ -140,7 +138,8 @@ def train_plugin_graph_run(
         row = (mean_loss, torch.tensor(math.nan, device=device), val_m, test_m, flips, mean_abs)
         rows.append(torch.stack([v.to(device=device, dtype=torch.float64) for v in row]))
         best.update(epoch, val_m, test_m)
-        bad = first_nonfinite(mean_loss.view(1))
+        bad = first_nonfinite(mean_loss.view(1))  # the epoch's host sync
+        clock.settle()
         if bad is not None:
             rows.pop()
             lrs.pop()
@@ -148,12 +147,14 @@ def train_plugin_graph_run(
             log.warning("%s: %s", spec.key(), reason)
             break
         if on_epochs is not None:
-            on_epochs(epoch_stats(rows[-1].view(1, len(HISTORY_COLUMNS)), lrs[-1:], epoch))
+            on_epochs(epoch_stats(rows[-1].view(1, len(HISTORY_COLUMNS)), lrs[-1:], epoch,
+                                  clock.totals[-1:]))
 
     history = torch.stack(rows).cpu() if rows else torch.zeros(0, len(HISTORY_COLUMNS))
     val, test, best_epoch = best.result() if status == "ok" else (math.nan, math.nan, 0)
     return RunResult(
         spec=spec, metric=choice.name, status=status, val=val, test=test,
         best_epoch=best_epoch, epochs=len(rows), seconds=time.perf_counter() - started,
-        reason=reason, history=epoch_stats(history, lrs[: len(rows)]),
+        reason=reason, history=epoch_stats(history, lrs[: len(rows)], 1,
+                                           clock.totals[: len(rows)]),
     )
