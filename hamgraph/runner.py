@@ -326,7 +326,7 @@ def _discard_dead_pack_checkpoints(store: ResultStore, trained: set[str]) -> Non
         if members & trained or all(store.record_path(k).exists() for k in members):
             remove_checkpoint(checkpoint.directory)
     with contextlib.suppress(OSError):
-        (store.root / "checkpoints").rmdir()
+        (store.root / CHECKPOINTS_DIR).rmdir()
 
 
 def _pack_checkpointer(pack: list[RunSpec], store: ResultStore) -> tuple[list[RunSpec], object]:
@@ -391,9 +391,9 @@ def _train_pack(
         # the report compares training times only of runs timed alone
         result.provenance = {**provenance.collect(device, started), "pack_size": str(len(specs))}
         store.add(result)
-        remove_checkpoint(store.root / "checkpoints" / result.spec.key())  # a single run's
+        remove_checkpoint(store.root / CHECKPOINTS_DIR / result.spec.key())  # a single run's
         with contextlib.suppress(OSError):
-            (store.root / "checkpoints").rmdir()  # if that was the last checkpoint
+            (store.root / CHECKPOINTS_DIR).rmdir()  # if that was the last checkpoint
         trackers[result.spec.key()].finish(result)
         stored(result)
 

@@ -638,8 +638,8 @@ class ResultStore:
     def discard_empty_checkpoint_dir(self, key: str) -> None:
         """Remove `checkpoints/<key>/` (and `checkpoints/`) if the trainer left them empty."""
         try:
-            (self.root / "checkpoints" / key).rmdir()
-            (self.root / "checkpoints").rmdir()
+            (self.root / CHECKPOINTS_DIR / key).rmdir()
+            (self.root / CHECKPOINTS_DIR).rmdir()
         except OSError:  # missing, or not empty: keep it
             pass
 
