@@ -388,3 +388,13 @@ def test_runs_timed_in_packs_have_no_time_to_target(tmp_path: Path) -> None:
     outcome = write_report([alone], formats=["csv"], out=tmp_path / "rep2", verdict=True,
                            figures="none")
     assert _row(outcome.verdict, "ham").speedup == pytest.approx(2.0)
+
+
+def test_a_lower_is_better_metric_is_refused(known_dir: Path) -> None:
+    """The statistics compare higher-is-better scores (wins, improvements, ranks, expected best,
+    time-to-target): runs of a user's lower-is-better metric are refused with one line, not
+    judged upside down."""
+    runs = load_runs([known_dir]).assign(higher_is_better="false", metric="error_rate")
+    with pytest.raises(UserInputError, match="metric error_rate is lower-is-better"):
+        build_verdict(runs, resamples=100)
+    assert build_verdict(runs.assign(higher_is_better="true"), resamples=100).rows

@@ -267,6 +267,16 @@ def build_sides(runs: pd.DataFrame, metric: str = "test") -> list[Side]:
     """
     if runs.empty:
         return []
+    if "higher_is_better" in runs.columns:
+        lower = runs[runs["higher_is_better"].astype(str).str.lower() == "false"]
+        if not lower.empty:
+            names = ", ".join(sorted({str(m) for m in lower["metric"]}))
+            raise UserInputError(
+                f"verdict: the metric {names} is lower-is-better; the verdict's statistics "
+                "(wins, improvements, ranks, expected best, time-to-target) compare "
+                "higher-is-better scores only: report a higher-is-better metric to judge these "
+                "runs (the tables without --verdict handle either direction)"
+            )
     settings = setting_columns(list(runs.columns))
     frame = runs.copy()
     ok = frame["status"] == "ok"
